@@ -1,0 +1,229 @@
+//! What went wrong, with the events that show it, in words an on-call engineer can act on.
+
+use serde::{Deserialize, Serialize};
+
+use crate::trace::{CommitMode, Incarnation, MessageRef};
+
+/// Kinds of violation, most severe first (the order reports and shrinking use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ViolationKind {
+    /// An acknowledged input was never applied.
+    Lost,
+    /// An input's effect was applied more than once.
+    Duplicated,
+    /// The final sink state differs from applying every input once.
+    StateMismatch,
+    /// An input is missing from the committed output.
+    OutputLost,
+    /// An input appears more than once in the committed output.
+    OutputDuplicated,
+    /// A committed offset went backwards.
+    CommitBackwards,
+    /// An offset was committed past a message not yet processed (a loss waiting for a crash).
+    CommittedTooFar,
+    /// The group did not drain after the faults stopped.
+    Stuck,
+}
+
+/// The commit that moved past a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitWitness {
+    /// Who committed (0: read from the broker by the harness).
+    pub inc: Incarnation,
+    /// The committed offset (next to read).
+    pub offset: i64,
+    /// When.
+    pub at_us: u64,
+    /// How (`None`: read from the broker).
+    pub mode: Option<CommitMode>,
+}
+
+/// How an incarnation died.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeathWitness {
+    /// Which incarnation.
+    pub inc: Incarnation,
+    /// "crashed at `after-commit` hit #1", "was killed after 3 effects", …
+    pub how: String,
+    /// When.
+    pub at_us: u64,
+}
+
+/// One violation with its witnesses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Violation {
+    /// `count(m) = 0` for an acknowledged `m`.
+    Lost {
+        /// The message.
+        msg: MessageRef,
+        /// The first commit past it.
+        commit: Option<CommitWitness>,
+        /// The death of the committer after that commit.
+        death: Option<DeathWitness>,
+    },
+    /// `count(m) > 1`.
+    Duplicated {
+        /// The message.
+        msg: MessageRef,
+        /// `count(m)`.
+        count: usize,
+        /// Incarnations that applied it, in order.
+        by: Vec<Incarnation>,
+        /// The death that caused the redelivery, if one preceded the second application.
+        death: Option<DeathWitness>,
+    },
+    /// `S ≠ S*` for one key.
+    StateMismatch {
+        /// The business key.
+        key: String,
+        /// Ids `S*` holds for the key.
+        expected: Vec<u64>,
+        /// Ids `S` holds for the key.
+        actual: Vec<u64>,
+    },
+    /// The input never appeared in the committed output.
+    OutputLost {
+        /// The message.
+        msg: MessageRef,
+    },
+    /// The input appeared more than once in the committed output.
+    OutputDuplicated {
+        /// The message.
+        msg: MessageRef,
+        /// Times it appeared.
+        count: usize,
+        /// The death that caused the redelivery, if any.
+        death: Option<DeathWitness>,
+    },
+    /// A committed offset lower than one committed before.
+    CommitBackwards {
+        /// Partition.
+        partition: i32,
+        /// Highest offset committed before.
+        from: i64,
+        /// The lower offset.
+        to: i64,
+        /// The commit that went back.
+        commit: CommitWitness,
+    },
+    /// A commit past messages not yet applied.
+    CommittedTooFar {
+        /// The commit.
+        partition: i32,
+        /// The commit.
+        commit: CommitWitness,
+        /// The first message below the committed offset not applied when the commit was issued.
+        unprocessed: MessageRef,
+        /// How many such messages.
+        count: usize,
+    },
+    /// Lag remained after the drain timeout.
+    Stuck {
+        /// Lag per partition.
+        lag: Vec<(i32, i64)>,
+        /// How long the harness waited.
+        waited_ms: u64,
+    },
+}
+
+impl Violation {
+    /// The kind.
+    pub fn kind(&self) -> ViolationKind {
+        match self {
+            Violation::Lost { .. } => ViolationKind::Lost,
+            Violation::Duplicated { .. } => ViolationKind::Duplicated,
+            Violation::StateMismatch { .. } => ViolationKind::StateMismatch,
+            Violation::OutputLost { .. } => ViolationKind::OutputLost,
+            Violation::OutputDuplicated { .. } => ViolationKind::OutputDuplicated,
+            Violation::CommitBackwards { .. } => ViolationKind::CommitBackwards,
+            Violation::CommittedTooFar { .. } => ViolationKind::CommittedTooFar,
+            Violation::Stuck { .. } => ViolationKind::Stuck,
+        }
+    }
+
+    /// The message involved, if one is.
+    pub fn message(&self) -> Option<MessageRef> {
+        match self {
+            Violation::Lost { msg, .. }
+            | Violation::Duplicated { msg, .. }
+            | Violation::OutputLost { msg }
+            | Violation::OutputDuplicated { msg, .. } => Some(*msg),
+            Violation::CommittedTooFar { unprocessed, .. } => Some(*unprocessed),
+            _ => None,
+        }
+    }
+}
+
+fn who(inc: Incarnation) -> String {
+    if inc == 0 {
+        "the broker".into()
+    } else {
+        format!("incarnation {inc}")
+    }
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.1} ms", us as f64 / 1000.0)
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Violation::Lost { msg, commit, death } => {
+                write!(f, "{msg} was lost: never applied to the sink")?;
+                if let Some(c) = commit {
+                    write!(
+                        f,
+                        "; offset {} was committed by {} at {} before it was processed",
+                        c.offset,
+                        who(c.inc),
+                        ms(c.at_us)
+                    )?;
+                    if let Some(d) = death {
+                        write!(f, ", then incarnation {} {} at {}", d.inc, d.how, ms(d.at_us))?;
+                    }
+                }
+                Ok(())
+            }
+            Violation::Duplicated { msg, count, by, death } => {
+                let by: Vec<String> = by.iter().map(|i| i.to_string()).collect();
+                write!(f, "{msg} was applied {count} times (by incarnations {})", by.join(", "))?;
+                if let Some(d) = death {
+                    write!(f, ": incarnation {} {} at {} before its commit, so it was redelivered", d.inc, d.how, ms(d.at_us))?;
+                }
+                Ok(())
+            }
+            Violation::StateMismatch { key, expected, actual } => write!(
+                f,
+                "sink state for key {key:?} is {actual:?}, but applying every input once gives {expected:?}"
+            ),
+            Violation::OutputLost { msg } => write!(f, "{msg} is missing from the committed output"),
+            Violation::OutputDuplicated { msg, count, death } => {
+                write!(f, "{msg} appears {count} times in the committed (read_committed) output")?;
+                if let Some(d) = death {
+                    write!(f, ": incarnation {} {} at {}", d.inc, d.how, ms(d.at_us))?;
+                }
+                Ok(())
+            }
+            Violation::CommitBackwards { partition, from, to, commit } => write!(
+                f,
+                "committed offset of partition {partition} went backwards from {from} to {to} ({} at {})",
+                who(commit.inc),
+                ms(commit.at_us)
+            ),
+            Violation::CommittedTooFar { partition, commit, unprocessed, count } => write!(
+                f,
+                "committed too far: {} committed offset {} on partition {partition} at {} while {count} message(s) below it were not yet processed, first {unprocessed} — a crash there loses them",
+                who(commit.inc),
+                commit.offset,
+                ms(commit.at_us)
+            ),
+            Violation::Stuck { lag, waited_ms } => {
+                let lag: Vec<String> = lag.iter().filter(|(_, l)| *l > 0).map(|(p, l)| format!("partition {p}: {l}")).collect();
+                write!(f, "the group did not drain within {waited_ms} ms after the faults stopped (lag {})", lag.join(", "))
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Admin calls and readiness, shared by every backend.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+
+use super::{BackendKind, ClusterError, ClusterResult};
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn admin(config: &ClientConfig) -> ClusterResult<AdminClient<DefaultClientContext>> {
+    config.create().map_err(|e| ClusterError::Admin {
+        during: "creating an admin client".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// Runs an admin future to completion. rdkafka's admin futures are driven by librdkafka's
+/// own threads, so a current-thread runtime is enough.
+pub(crate) fn block_on<F: std::future::Future>(fut: F) -> ClusterResult<F::Output> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| ClusterError::Process {
+            during: "building an async runtime".into(),
+            source: e,
+        })?;
+    Ok(rt.block_on(fut))
+}
+
+fn options() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(CALL_TIMEOUT)).request_timeout(Some(CALL_TIMEOUT))
+}
+
+pub(crate) fn create_topic(config: &ClientConfig, topic: &str, partitions: i32, rf: i32) -> ClusterResult<()> {
+    create_topic_with(config, topic, partitions, rf, &[])
+}
+
+pub(crate) fn create_topic_with(
+    config: &ClientConfig,
+    topic: &str,
+    partitions: i32,
+    rf: i32,
+    configs: &[(&str, &str)],
+) -> ClusterResult<()> {
+    let client = admin(config)?;
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(rf));
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
+    let during = || format!("creating topic {topic}");
+    let results = block_on(client.create_topics([&new], &options()))?.map_err(|e| ClusterError::Admin {
+        during: during(),
+        reason: e.to_string(),
+    })?;
+    for r in results {
+        match r {
+            Ok(_) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => {
+                return Err(ClusterError::Admin {
+                    during: during(),
+                    reason: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn delete_topics(config: &ClientConfig, topics: &[&str]) -> ClusterResult<()> {
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let client = admin(config)?;
+    let results = block_on(client.delete_topics(topics, &options()))?.map_err(|e| ClusterError::Admin {
+        during: "deleting topics".into(),
+        reason: e.to_string(),
+    })?;
+    for r in results {
+        if let Err((name, code)) = r {
+            if code != RDKafkaErrorCode::UnknownTopicOrPartition {
+                return Err(ClusterError::Admin {
+                    during: format!("deleting topic {name}"),
+                    reason: code.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn delete_groups(config: &ClientConfig, groups: &[&str]) -> ClusterResult<()> {
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let client = admin(config)?;
+    let results = block_on(client.delete_groups(groups, &options()))?.map_err(|e| ClusterError::Admin {
+        during: "deleting groups".into(),
+        reason: e.to_string(),
+    })?;
+    for r in results {
+        if let Err((name, code)) = r {
+            if code != RDKafkaErrorCode::GroupIdNotFound {
+                return Err(ClusterError::Admin {
+                    during: format!("deleting group {name}"),
+                    reason: code.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Ready = metadata lists `brokers` brokers and, where allowed, a topic replicated on all of
+/// them can be created (which needs a live controller that sees every broker unfenced).
+pub(crate) fn wait_ready(
+    config: &ClientConfig,
+    kind: BackendKind,
+    brokers: usize,
+    probe_prefix: Option<&str>,
+    timeout: Duration,
+) -> ClusterResult<()> {
+    let started = Instant::now();
+    let bootstrap = config.get("bootstrap.servers").unwrap_or_default().to_string();
+    let mut last = String::from("no answer yet");
+    let probe = probe_prefix.map(|p| format!("{p}ready-{}-{}", std::process::id(), nonce()));
+    while started.elapsed() < timeout {
+        match metadata_brokers(config) {
+            Ok(n) if n >= brokers => match &probe {
+                None => return Ok(()),
+                Some(topic) => match create_topic(config, topic, 1, brokers as i32) {
+                    Ok(()) => {
+                        let _ = delete_topics(config, &[topic]);
+                        return Ok(());
+                    }
+                    Err(e) => last = e.to_string(),
+                },
+            },
+            Ok(n) => last = format!("metadata lists {n} of {brokers} brokers"),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(ClusterError::NotReady {
+        backend: kind,
+        bootstrap,
+        waited_ms: started.elapsed().as_millis(),
+        reason: last,
+    })
+}
+
+fn metadata_brokers(config: &ClientConfig) -> Result<usize, String> {
+    let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+    let md = consumer
+        .fetch_metadata(None, Duration::from_secs(2))
+        .map_err(|e| format!("metadata: {e}"))?;
+    Ok(md.brokers().len())
+}
+
+/// A short random-enough suffix (time-based; uniqueness per process is all that is needed).
+pub(crate) fn nonce() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:x}", t & 0xffff_ffff_ffff)
+}

@@ -1,0 +1,293 @@
+//! Brokers in Docker containers, started through testcontainers.
+//!
+//! One broker, or three in KRaft combined mode on a private Docker network. Each broker's
+//! client port is pinned on the host (`127.0.0.1:<port>` → 9092) so a restarted broker comes
+//! back at the address clients already know. The image follows the official `apache/kafka`
+//! environment contract; `ci/setup` builds a local image that honours the same contract.
+//!
+//! Faults go straight to the engine (bollard, the client testcontainers is built on):
+//! `kill` is `SIGKILL` to the broker, `pause` is the cgroup freezer.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bollard::query_parameters::{
+    KillContainerOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions,
+};
+use bollard::Docker;
+use testcontainers::core::IntoContainerPort;
+use testcontainers::runners::SyncRunner;
+use testcontainers::{Container, GenericImage, ImageExt};
+
+use super::admin::block_on;
+use super::props::{broker_properties, cluster_id};
+use super::reaper::{hostname, pid_alive, LABEL_OWNER_HOST, LABEL_OWNER_PID};
+use super::{Backend, BackendKind, ClusterConfig, ClusterError, ClusterResult};
+
+fn docker_err(during: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> ClusterError {
+    let during = during.into();
+    move |e| ClusterError::Docker { during, reason: e.to_string() }
+}
+
+fn endpoint() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+}
+
+/// A Docker client at the engine's own API version (older engines reject newer clients).
+fn docker() -> ClusterResult<Docker> {
+    let d = Docker::connect_with_local_defaults().map_err(|e| ClusterError::NoDocker {
+        endpoint: endpoint(),
+        reason: e.to_string(),
+    })?;
+    block_on(async move {
+        let d = tokio::time::timeout(std::time::Duration::from_secs(3), d.negotiate_version())
+            .await
+            .map_err(|_| "no answer within 3 s".to_string())?
+            .map_err(|e| e.to_string())?;
+        tokio::time::timeout(std::time::Duration::from_secs(3), d.ping())
+            .await
+            .map_err(|_| "no answer within 3 s".to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(d)
+    })?
+    .map_err(|reason| ClusterError::NoDocker { endpoint: endpoint(), reason })
+}
+
+/// `Ok(endpoint)` when a Docker engine answers a ping.
+pub(crate) fn docker_answers() -> Result<String, String> {
+    docker().map(|_| endpoint()).map_err(|e| match e {
+        ClusterError::NoDocker { reason, .. } => reason,
+        other => other.to_string(),
+    })
+}
+
+struct Broker {
+    name: String,
+    container: Option<Container<GenericImage>>,
+}
+
+pub(crate) struct Containers {
+    docker: Docker,
+    brokers: Mutex<Vec<Broker>>,
+    network: Option<String>,
+    bootstrap: String,
+}
+
+/// Remove containers and networks left by harness processes that died without cleaning up.
+fn remove_leftovers(docker: &Docker) {
+    let host = hostname();
+    let mut filters = HashMap::new();
+    filters.insert("label".to_string(), vec![format!("{LABEL_OWNER_HOST}={host}")]);
+    let opts = ListContainersOptions { all: true, filters: Some(filters.clone()), ..Default::default() };
+    let Ok(Ok(list)) = block_on(docker.list_containers(Some(opts))) else { return };
+    let dead = |labels: &Option<HashMap<String, String>>| {
+        labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_OWNER_PID))
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|pid| !pid_alive(pid))
+    };
+    for c in list {
+        if dead(&c.labels) {
+            if let Some(id) = c.id {
+                let opts = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+                let _ = block_on(docker.remove_container(&id, Some(opts)));
+            }
+        }
+    }
+    let opts = ListNetworksOptions { filters: Some(filters) };
+    if let Ok(Ok(nets)) = block_on(docker.list_networks(Some(opts))) {
+        for n in nets {
+            if dead(&n.labels) {
+                if let Some(name) = n.name {
+                    let _ = block_on(docker.remove_network(&name));
+                }
+            }
+        }
+    }
+}
+
+fn split_image(image: &str) -> (String, String) {
+    // The tag is after the last ':' that follows the last '/' (a registry may have a port).
+    let slash = image.rfind('/').map(|i| i + 1).unwrap_or(0);
+    match image[slash..].rfind(':') {
+        Some(i) => (image[..slash + i].to_string(), image[slash + i + 1..].to_string()),
+        None => (image.to_string(), "latest".to_string()),
+    }
+}
+
+/// `foo.bar-baz` → `KAFKA_FOO_BAR___BAZ` (the official image's rendering rule, inverted).
+fn env_name(property: &str) -> String {
+    let mut s = String::from("KAFKA_");
+    for c in property.chars() {
+        match c {
+            '.' => s.push('_'),
+            '-' => s.push_str("___"),
+            '_' => s.push_str("__"),
+            c => s.push(c.to_ascii_uppercase()),
+        }
+    }
+    s
+}
+
+impl Containers {
+    pub(crate) fn start(config: &ClusterConfig, n: usize) -> ClusterResult<Self> {
+        let docker = docker()?;
+        remove_leftovers(&docker);
+        let pid = std::process::id().to_string();
+        let host = hostname();
+        let tag = format!("{pid}-{}", super::admin::nonce());
+        let network = (n > 1).then(|| format!("kafka-harness-{tag}"));
+        if let Some(net) = &network {
+            let mut labels = HashMap::new();
+            labels.insert(LABEL_OWNER_PID.to_string(), pid.clone());
+            labels.insert(LABEL_OWNER_HOST.to_string(), host.clone());
+            let req = bollard::models::NetworkCreateRequest {
+                name: net.clone(),
+                labels: Some(labels),
+                ..Default::default()
+            };
+            block_on(docker.create_network(req))?.map_err(docker_err("creating the broker network"))?;
+        }
+        let ports: Vec<u16> = (0..n)
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .map(|a| a.port())
+                    .map_err(|e| ClusterError::Process { during: "finding a free port".into(), source: e })
+            })
+            .collect::<ClusterResult<_>>()?;
+        let names: Vec<String> = (0..n).map(|i| format!("kafka-harness-{tag}-{}", i + 1)).collect();
+        let id = cluster_id();
+        let (repo, version) = split_image(&config.image);
+        let mut brokers = Vec::new();
+        let mut started = Vec::new();
+        for i in 0..n {
+            let node = (i + 1).to_string();
+            let mut req = GenericImage::new(repo.clone(), version.clone())
+                .with_container_name(names[i].clone())
+                .with_label(LABEL_OWNER_PID, pid.clone())
+                .with_label(LABEL_OWNER_HOST, host.clone())
+                .with_mapped_port(ports[i], 9092.tcp())
+                .with_env_var("CLUSTER_ID", id.clone())
+                .with_env_var("KAFKA_NODE_ID", node.clone())
+                .with_env_var("KAFKA_PROCESS_ROLES", "broker,controller")
+                .with_env_var("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
+                .with_env_var("KAFKA_HEAP_OPTS", "-Xms128m -Xmx512m");
+            // A second listener for broker-to-broker traffic (replication, transaction markers):
+            // the host-facing address 127.0.0.1:<port> means nothing inside a container.
+            let (internal, voters) = match &network {
+                Some(_) => (
+                    format!("{}:19092", names[i]),
+                    names.iter().enumerate().map(|(j, nm)| format!("{}@{nm}:29093", j + 1)).collect::<Vec<_>>().join(","),
+                ),
+                None => ("localhost:19092".to_string(), "1@localhost:29093".to_string()),
+            };
+            if let Some(net) = &network {
+                req = req.with_network(net.clone());
+            }
+            req = req
+                .with_env_var("KAFKA_LISTENERS", "PLAINTEXT://0.0.0.0:9092,BROKER://0.0.0.0:19092,CONTROLLER://0.0.0.0:29093")
+                .with_env_var("KAFKA_ADVERTISED_LISTENERS", format!("PLAINTEXT://127.0.0.1:{},BROKER://{internal}", ports[i]))
+                .with_env_var("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "PLAINTEXT:PLAINTEXT,BROKER:PLAINTEXT,CONTROLLER:PLAINTEXT")
+                .with_env_var("KAFKA_INTER_BROKER_LISTENER_NAME", "BROKER")
+                .with_env_var("KAFKA_CONTROLLER_QUORUM_VOTERS", voters)
+                .with_env_var("KAFKA_LOG_DIRS", "/tmp/kraft-combined-logs");
+            for (k, v) in broker_properties(n) {
+                req = req.with_env_var(env_name(k), v);
+            }
+            match req.start() {
+                Ok(c) => started.push(c),
+                Err(e) => {
+                    let hint = if e.to_string().contains("pull") || e.to_string().contains("No such image") {
+                        " (no registry here? run `ci/setup` and set KAFKA_HARNESS_IMAGE=localhost/kafka-harness/kafka:4.1.1)"
+                    } else {
+                        ""
+                    };
+                    drop(started);
+                    if let Some(net) = &network {
+                        let _ = block_on(docker.remove_network(net));
+                    }
+                    return Err(ClusterError::Docker {
+                        during: format!("starting {}:{} as {}", repo, version, names[i]),
+                        reason: format!("{e}{hint}"),
+                    });
+                }
+            }
+        }
+        for (name, c) in names.into_iter().zip(started) {
+            brokers.push(Broker { name, container: Some(c) });
+        }
+        let bootstrap = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+        Ok(Containers { docker, brokers: Mutex::new(brokers), network, bootstrap })
+    }
+
+    fn name(&self, i: usize) -> ClusterResult<String> {
+        let brokers = self.brokers.lock().unwrap_or_else(|p| p.into_inner());
+        brokers.get(i).map(|b| b.name.clone()).ok_or(ClusterError::NoSuchBroker { index: i, count: brokers.len() })
+    }
+}
+
+impl Backend for Containers {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Containers
+    }
+    fn bootstrap(&self) -> String {
+        self.bootstrap.clone()
+    }
+    fn kill(&self, i: usize) -> ClusterResult<()> {
+        let name = self.name(i)?;
+        let opts = KillContainerOptions { signal: "SIGKILL".into() };
+        block_on(self.docker.kill_container(&name, Some(opts)))?.map_err(docker_err(format!("killing {name}")))
+    }
+    fn start(&self, i: usize) -> ClusterResult<()> {
+        let name = self.name(i)?;
+        // Stop hard if running (a no-op error when already dead), then start: same ports, same data.
+        let opts = KillContainerOptions { signal: "SIGKILL".into() };
+        let _ = block_on(self.docker.kill_container(&name, Some(opts)));
+        let _ = block_on(self.docker.unpause_container(&name));
+        block_on(self.docker.start_container(&name, None::<bollard::query_parameters::StartContainerOptions>))?
+            .map_err(docker_err(format!("starting {name}")))
+    }
+    fn pause(&self, i: usize) -> ClusterResult<()> {
+        let name = self.name(i)?;
+        block_on(self.docker.pause_container(&name))?.map_err(docker_err(format!("pausing {name}")))
+    }
+    fn resume(&self, i: usize) -> ClusterResult<()> {
+        let name = self.name(i)?;
+        block_on(self.docker.unpause_container(&name))?.map_err(docker_err(format!("resuming {name}")))
+    }
+    fn shutdown(&self) -> ClusterResult<()> {
+        let mut brokers = self.brokers.lock().unwrap_or_else(|p| p.into_inner());
+        for b in brokers.iter_mut() {
+            let _ = block_on(self.docker.unpause_container(&b.name));
+            // testcontainers removes the container when its handle drops; the forced removal
+            // after it covers handles already gone (Drop is not run for process-wide statics).
+            drop(b.container.take());
+            let opts = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+            let _ = block_on(self.docker.remove_container(&b.name, Some(opts)));
+        }
+        if let Some(net) = &self.network {
+            let _ = block_on(self.docker.remove_network(net));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn property_names_render_to_the_official_images_env_names() {
+        assert_eq!(env_name("group.initial.rebalance.delay.ms"), "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS");
+        assert_eq!(env_name("a_b-c"), "KAFKA_A__B___C");
+    }
+
+    #[test]
+    fn image_names_split_at_the_tag_not_the_registry_port() {
+        assert_eq!(split_image("apache/kafka:4.1.1"), ("apache/kafka".into(), "4.1.1".into()));
+        assert_eq!(split_image("localhost:5000/k:1"), ("localhost:5000/k".into(), "1".into()));
+        assert_eq!(split_image("k"), ("k".into(), "latest".into()));
+    }
+}

@@ -1,0 +1,484 @@
+//! Where Kafka comes from: one [`Cluster`] interface over four backends.
+//!
+//! ```text
+//!   Cluster::from_env()
+//!     KAFKA_HARNESS_BACKEND set ─────────────► that backend
+//!     KAFKA_HARNESS_BOOTSTRAP set ───────────► external   (no broker faults)
+//!     a Docker engine answers ───────────────► containers (testcontainers)
+//!     Kafka jars present (ci/setup) ─────────► local      (child JVMs)
+//!     otherwise ─────────────────────────────► embedded   (librdkafka mock)
+//! ```
+//!
+//! Broker faults ([`Cluster::kill_broker`], [`Cluster::restart_broker`],
+//! [`Cluster::pause_broker`], [`Cluster::resume_broker`]) are methods here; a
+//! backend that cannot inject one returns [`ClusterError::FaultUnsupported`].
+
+mod admin;
+mod containers;
+mod embedded;
+mod error;
+mod external;
+mod local;
+mod props;
+mod reaper;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+
+pub use error::ClusterError;
+pub(crate) use reaper::spawn_tied;
+
+/// The Apache Kafka version the harness pins (image tag, jars, local image).
+pub const KAFKA_VERSION: &str = "4.1.1";
+
+/// Every topic, group and transactional id the harness creates starts with this.
+pub const DEFAULT_PREFIX: &str = "kafka-harness.";
+
+type ClusterResult<T> = std::result::Result<T, ClusterError>;
+
+/// The four places a cluster can come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Brokers in Docker containers started through testcontainers.
+    Containers,
+    /// Brokers as child JVM processes on loopback.
+    Local,
+    /// Someone else's cluster, reached through bootstrap servers.
+    External,
+    /// librdkafka's in-process mock cluster.
+    Embedded,
+}
+
+impl BackendKind {
+    /// Whether Kafka transactions behave as on a real broker (the mock's EndTxn does nothing).
+    pub fn transactions_faithful(self) -> bool {
+        !matches!(self, BackendKind::Embedded)
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::Containers => "containers",
+            BackendKind::Local => "local",
+            BackendKind::External => "external",
+            BackendKind::Embedded => "embedded",
+        })
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = ClusterError;
+    fn from_str(s: &str) -> ClusterResult<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "containers" | "container" | "docker" => Ok(BackendKind::Containers),
+            "local" | "jvm" => Ok(BackendKind::Local),
+            "external" => Ok(BackendKind::External),
+            "embedded" | "mock" => Ok(BackendKind::Embedded),
+            _ => Err(ClusterError::UnknownBackend {
+                value: s.to_string(),
+            }),
+        }
+    }
+}
+
+/// How to start a cluster. Every field has an environment override, read by [`ClusterConfig::from_env`].
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Force a backend. Env: `KAFKA_HARNESS_BACKEND` (`containers|local|external|embedded`).
+    pub backend: Option<BackendKind>,
+    /// Number of brokers, 1 or 3. Env: `KAFKA_HARNESS_BROKERS`. Ignored by `external`.
+    pub brokers: usize,
+    /// Container image. Env: `KAFKA_HARNESS_IMAGE`; default `apache/kafka:4.1.1`.
+    pub image: String,
+    /// Bootstrap servers of an external cluster. Env: `KAFKA_HARNESS_BOOTSTRAP`.
+    pub bootstrap: Option<String>,
+    /// Directory of the Kafka jars for `local`. Env: `KAFKA_HARNESS_KAFKA_LIBS`;
+    /// default `${XDG_CACHE_HOME:-~/.cache}/kafka-harness/kafka-4.1.1/libs` (filled by `ci/setup`).
+    pub kafka_libs: std::path::PathBuf,
+    /// Prefix of every topic/group the harness creates. Env: `KAFKA_HARNESS_PREFIX`.
+    pub prefix: String,
+    /// How long to wait for brokers to become ready. Env: `KAFKA_HARNESS_READY_TIMEOUT_MS`.
+    pub ready_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            backend: None,
+            brokers: 1,
+            image: format!("apache/kafka:{KAFKA_VERSION}"),
+            bootstrap: None,
+            kafka_libs: local::default_libs_dir(),
+            prefix: DEFAULT_PREFIX.to_string(),
+            ready_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Defaults overridden by the `KAFKA_HARNESS_*` environment variables documented on each field.
+    pub fn from_env() -> ClusterResult<Self> {
+        let mut c = ClusterConfig::default();
+        if let Some(v) = env_nonempty("KAFKA_HARNESS_BACKEND") {
+            c.backend = Some(v.parse()?);
+        }
+        if let Some(v) = env_nonempty("KAFKA_HARNESS_BROKERS") {
+            c.brokers = v
+                .parse()
+                .map_err(|_| ClusterError::BrokerCount { count: 0 })?;
+        }
+        if let Some(v) = env_nonempty("KAFKA_HARNESS_IMAGE") {
+            c.image = v;
+        }
+        c.bootstrap = env_nonempty("KAFKA_HARNESS_BOOTSTRAP");
+        if let Some(v) = env_nonempty("KAFKA_HARNESS_KAFKA_LIBS") {
+            c.kafka_libs = v.into();
+        }
+        if let Some(v) = env_nonempty("KAFKA_HARNESS_PREFIX") {
+            c.prefix = v;
+        }
+        if let Some(ms) = env_nonempty("KAFKA_HARNESS_READY_TIMEOUT_MS").and_then(|v| v.parse().ok()) {
+            c.ready_timeout = Duration::from_millis(ms);
+        }
+        Ok(c)
+    }
+
+    /// Force a backend.
+    pub fn backend(mut self, kind: BackendKind) -> Self {
+        self.backend = Some(kind);
+        self
+    }
+
+    /// Set the broker count (1 or 3).
+    pub fn brokers(mut self, n: usize) -> Self {
+        self.brokers = n;
+        self
+    }
+
+    /// Decide which backend to use and why, without starting anything.
+    pub fn choose(&self) -> ClusterResult<(BackendKind, String)> {
+        if let Some(kind) = self.backend {
+            return Ok((kind, "forced by KAFKA_HARNESS_BACKEND / ClusterConfig::backend".into()));
+        }
+        if let Some(b) = &self.bootstrap {
+            return Ok((BackendKind::External, format!("KAFKA_HARNESS_BOOTSTRAP={b}")));
+        }
+        match containers::docker_answers() {
+            Ok(endpoint) => {
+                return Ok((BackendKind::Containers, format!("a Docker engine answers at {endpoint}")))
+            }
+            Err(no_docker) => {
+                if let Err(why) = local::check_libs(&self.kafka_libs) {
+                    return Ok((
+                        BackendKind::Embedded,
+                        format!("no Docker ({no_docker}) and no local Kafka jars ({why})"),
+                    ));
+                }
+                Ok((
+                    BackendKind::Local,
+                    format!("no Docker ({no_docker}); Kafka jars found in {}", self.kafka_libs.display()),
+                ))
+            }
+        }
+    }
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// What a backend must do; broker faults default to "unsupported".
+trait Backend: Send + Sync {
+    fn kind(&self) -> BackendKind;
+    fn bootstrap(&self) -> String;
+    fn kill(&self, broker: usize) -> ClusterResult<()> {
+        let _ = broker;
+        Err(ClusterError::FaultUnsupported { backend: self.kind(), action: "kill" })
+    }
+    fn start(&self, broker: usize) -> ClusterResult<()> {
+        let _ = broker;
+        Err(ClusterError::FaultUnsupported { backend: self.kind(), action: "restart" })
+    }
+    fn pause(&self, broker: usize) -> ClusterResult<()> {
+        let _ = broker;
+        Err(ClusterError::FaultUnsupported { backend: self.kind(), action: "pause" })
+    }
+    fn resume(&self, broker: usize) -> ClusterResult<()> {
+        let _ = broker;
+        Err(ClusterError::FaultUnsupported { backend: self.kind(), action: "resume" })
+    }
+    /// Create a topic; `None` means "use the admin API".
+    fn create_topic(&self, topic: &str, partitions: i32, replication: i32) -> Option<ClusterResult<()>> {
+        let _ = (topic, partitions, replication);
+        None
+    }
+    /// Whether topics and groups are deleted through the admin API (the mock cannot).
+    fn admin_deletes(&self) -> bool {
+        true
+    }
+    /// Whether readiness may create a probe topic with replication = broker count.
+    fn probe_with_topic(&self) -> bool {
+        true
+    }
+    fn shutdown(&self) -> ClusterResult<()>;
+}
+
+/// A running Kafka cluster, whichever backend it lives on.
+///
+/// ```no_run
+/// use kafka_harness::cluster::Cluster;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let cluster = Cluster::from_env()?;          // picks a backend, starts it, waits until ready
+/// println!("{} at {}", cluster.backend(), cluster.bootstrap_servers());
+/// let topic = cluster.topic_name("orders");     // always under the harness prefix
+/// cluster.create_topic(&topic, 3)?;
+/// cluster.shutdown()?;
+/// # Ok(()) }
+/// ```
+pub struct Cluster {
+    backend: Box<dyn Backend>,
+    brokers: usize,
+    prefix: String,
+    ready_timeout: Duration,
+    reason: String,
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("backend", &self.backend.kind())
+            .field("bootstrap", &self.backend.bootstrap())
+            .field("brokers", &self.brokers)
+            .finish()
+    }
+}
+
+static SHARED: Mutex<Option<Arc<Cluster>>> = Mutex::new(None);
+
+impl Cluster {
+    /// Choose a backend from the environment (see the module docs), start it and wait until ready.
+    /// Logs one line saying which backend and why.
+    pub fn from_env() -> ClusterResult<Cluster> {
+        Cluster::start(ClusterConfig::from_env()?)
+    }
+
+    /// Start a cluster as configured and wait until it is ready.
+    pub fn start(config: ClusterConfig) -> ClusterResult<Cluster> {
+        let (kind, reason) = config.choose()?;
+        let brokers = match kind {
+            BackendKind::External => 1,
+            _ if config.brokers == 1 || config.brokers == 3 => config.brokers,
+            _ => return Err(ClusterError::BrokerCount { count: config.brokers }),
+        };
+        eprintln!("kafka-harness: backend {kind} ({reason})");
+        let started = Instant::now();
+        let backend: Box<dyn Backend> = match kind {
+            BackendKind::Containers => Box::new(containers::Containers::start(&config, brokers)?),
+            BackendKind::Local => Box::new(local::Local::start(&config, brokers)?),
+            BackendKind::External => Box::new(external::External::new(&config)?),
+            BackendKind::Embedded => Box::new(embedded::Embedded::start(brokers)?),
+        };
+        let cluster = Cluster {
+            backend,
+            brokers,
+            prefix: config.prefix.clone(),
+            ready_timeout: config.ready_timeout,
+            reason,
+        };
+        if let Err(e) = cluster.wait_ready() {
+            let _ = cluster.shutdown();
+            return Err(e);
+        }
+        eprintln!(
+            "kafka-harness: {kind} cluster of {brokers} ready at {} in {} ms",
+            cluster.bootstrap_servers(),
+            started.elapsed().as_millis()
+        );
+        Ok(cluster)
+    }
+
+    /// The cluster shared by every case of this process: started once (by [`Cluster::from_env`])
+    /// on first use and shut down when the process exits. A failed start is not cached.
+    pub fn shared() -> ClusterResult<Arc<Cluster>> {
+        let mut guard = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let cluster = Arc::new(Cluster::from_env()?);
+        *guard = Some(cluster.clone());
+        reaper::at_exit(shutdown_shared);
+        Ok(cluster)
+    }
+
+    /// Which backend this cluster runs on.
+    pub fn backend(&self) -> BackendKind {
+        self.backend.kind()
+    }
+
+    /// Why `from_env` chose this backend.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// Number of brokers (1 for external clusters, whose size the harness does not manage).
+    pub fn broker_count(&self) -> usize {
+        self.brokers
+    }
+
+    /// `host:port,...` for clients.
+    pub fn bootstrap_servers(&self) -> String {
+        self.backend.bootstrap()
+    }
+
+    /// The harness's prefix for topics, groups and transactional ids.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `name` under the harness prefix.
+    pub fn topic_name(&self, name: &str) -> String {
+        format!("{}{}", self.prefix, name)
+    }
+
+    /// A client config with `bootstrap.servers` set.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self.bootstrap_servers());
+        c.set("broker.address.family", "v4");
+        c
+    }
+
+    /// Replication factor to use for harness topics: the broker count.
+    pub fn replication(&self) -> usize {
+        self.brokers
+    }
+
+    /// Create a topic under the harness prefix (replication = broker count).
+    pub fn create_topic(&self, topic: &str, partitions: i32) -> ClusterResult<()> {
+        self.check_prefix("topic", topic)?;
+        if let Some(done) = self.backend.create_topic(topic, partitions, self.brokers as i32) {
+            return done;
+        }
+        admin::create_topic(&self.client_config(), topic, partitions, self.brokers as i32)
+    }
+
+    /// Create a topic with explicit topic configs (e.g. `min.insync.replicas`).
+    pub fn create_topic_with(
+        &self,
+        topic: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> ClusterResult<()> {
+        self.check_prefix("topic", topic)?;
+        admin::create_topic_with(&self.client_config(), topic, partitions, self.brokers as i32, configs)
+    }
+
+    /// Delete topics under the harness prefix; refuses any other name.
+    pub fn delete_topics(&self, topics: &[&str]) -> ClusterResult<()> {
+        for t in topics {
+            self.check_prefix("topic", t)?;
+        }
+        if !self.backend.admin_deletes() {
+            return Ok(());
+        }
+        admin::delete_topics(&self.client_config(), topics)
+    }
+
+    /// Delete consumer groups under the harness prefix; refuses any other name.
+    pub fn delete_groups(&self, groups: &[&str]) -> ClusterResult<()> {
+        for g in groups {
+            self.check_prefix("group", g)?;
+        }
+        if !self.backend.admin_deletes() {
+            return Ok(());
+        }
+        admin::delete_groups(&self.client_config(), groups)
+    }
+
+    fn check_prefix(&self, what: &'static str, name: &str) -> ClusterResult<()> {
+        if name.starts_with(&self.prefix) {
+            Ok(())
+        } else {
+            Err(ClusterError::OutsidePrefix {
+                what,
+                name: name.to_string(),
+                prefix: self.prefix.clone(),
+            })
+        }
+    }
+
+    fn broker_index(&self, index: usize) -> ClusterResult<()> {
+        if index < self.brokers {
+            Ok(())
+        } else {
+            Err(ClusterError::NoSuchBroker { index, count: self.brokers })
+        }
+    }
+
+    /// Hard-kill broker `index` (0-based): SIGKILL, no controlled shutdown.
+    pub fn kill_broker(&self, index: usize) -> ClusterResult<()> {
+        self.broker_index(index)?;
+        self.backend.kill(index)
+    }
+
+    /// Start broker `index` again after a kill (hard-killing it first if it is running),
+    /// at the same address, then wait until the whole cluster is ready.
+    pub fn restart_broker(&self, index: usize) -> ClusterResult<()> {
+        self.broker_index(index)?;
+        self.backend.start(index)?;
+        self.wait_ready()
+    }
+
+    /// Freeze broker `index` (SIGSTOP / `docker pause`): it holds connections but answers nothing.
+    pub fn pause_broker(&self, index: usize) -> ClusterResult<()> {
+        self.broker_index(index)?;
+        self.backend.pause(index)
+    }
+
+    /// Thaw a paused broker.
+    pub fn resume_broker(&self, index: usize) -> ClusterResult<()> {
+        self.broker_index(index)?;
+        self.backend.resume(index)
+    }
+
+    /// Wait until metadata lists every broker and the controller can create a topic replicated
+    /// on all of them (log lines lie after a restart; this does not).
+    pub fn wait_ready(&self) -> ClusterResult<()> {
+        admin::wait_ready(
+            &self.client_config(),
+            self.backend.kind(),
+            self.brokers,
+            self.backend.probe_with_topic().then_some(self.prefix.as_str()),
+            self.ready_timeout,
+        )
+    }
+
+    /// Stop every broker and remove containers, networks and data. Idempotent.
+    pub fn shutdown(&self) -> ClusterResult<()> {
+        self.backend.shutdown()
+    }
+}
+
+impl Drop for Cluster {
+    /// Best-effort safety net; call [`Cluster::shutdown`] to see errors.
+    fn drop(&mut self) {
+        let _ = self.backend.shutdown();
+    }
+}
+
+fn shutdown_shared() {
+    let taken = match SHARED.lock() {
+        Ok(mut g) => g.take(),
+        Err(p) => p.into_inner().take(),
+    };
+    if let Some(c) = taken {
+        let _ = c.shutdown();
+    }
+}

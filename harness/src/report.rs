@@ -1,0 +1,181 @@
+//! What a failure looks like to the person who has to fix it: the minimal schedule and its
+//! seed first, then the violations in words (capped per kind), then a per-partition timeline,
+//! then how to replay it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use crate::check::{Verdict, ViolationKind};
+use crate::schedule::Schedule;
+use crate::trace::{EventKind, Exit, Incarnation, KillReason, Trace};
+
+/// Violations shown per kind before "… and N more".
+pub const PER_KIND_CAP: usize = 5;
+
+/// A failed guarantee, shrunk, confirmed and saved.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The harness (test) name.
+    pub name: String,
+    /// The smallest schedule found that fails.
+    pub schedule: Schedule,
+    /// Seed of the generator run (hex), to regenerate the same cases.
+    pub seed: String,
+    /// The verdict of the minimal schedule's failing run.
+    pub verdict: Verdict,
+    /// That run's trace.
+    pub trace: Trace,
+    /// Of `confirm_runs` re-runs of the minimal schedule, how many failed the same way.
+    pub reproduced: u32,
+    /// Re-runs made to confirm.
+    pub confirm_runs: u32,
+    /// Shrink steps that were accepted.
+    pub shrink_steps: u32,
+    /// Cases run before the first failure.
+    pub cases_before_failure: u32,
+    /// Where the schedule was saved.
+    pub saved: Option<PathBuf>,
+    /// The failing run's case directory (worker logs, traces, sink), kept for inspection.
+    pub case_dir: Option<PathBuf>,
+}
+
+impl Report {
+    /// The kind the report is about.
+    pub fn kind(&self) -> Option<ViolationKind> {
+        self.verdict.primary_kind()
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = &self.verdict;
+        writeln!(f, "kafka-harness: `{}` does NOT keep {}", self.name, v.guarantee)?;
+        writeln!(
+            f,
+            "minimal schedule ({} fault(s), {} message(s), {} partition(s)); seed {}; failed {}/{} confirmation re-runs; {} shrink step(s) after {} case(s):",
+            self.schedule.faults.len(),
+            self.schedule.workload.messages,
+            self.schedule.workload.partitions,
+            self.seed,
+            self.reproduced,
+            self.confirm_runs,
+            self.shrink_steps,
+            self.cases_before_failure
+        )?;
+        for (i, fault) in self.schedule.faults.iter().enumerate() {
+            writeln!(f, "  {}. {fault}", i + 1)?;
+        }
+        writeln!(f, "\nviolations:")?;
+        let mut per_kind: BTreeMap<ViolationKind, usize> = BTreeMap::new();
+        for violation in &v.violations {
+            let n = per_kind.entry(violation.kind()).or_insert(0);
+            *n += 1;
+            if *n <= PER_KIND_CAP {
+                writeln!(f, "  - {violation}")?;
+            }
+        }
+        for (kind, n) in per_kind {
+            if n > PER_KIND_CAP {
+                writeln!(f, "  … and {} more {kind:?}", n - PER_KIND_CAP)?;
+            }
+        }
+        writeln!(f, "\ntimeline:\n{}", timeline(&self.trace))?;
+        if let Some(path) = &self.saved {
+            writeln!(f, "schedule saved to {}", path.display())?;
+            writeln!(f, "replay it as a regression test:\n{}", regression_snippet(&self.name, path, v.guarantee))?;
+        }
+        if let Some(dir) = &self.case_dir {
+            writeln!(f, "worker logs and traces: {}", dir.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// A test to paste into the suite so the failure stays fixed.
+pub fn regression_snippet(name: &str, path: &std::path::Path, guarantee: crate::check::Guarantee) -> String {
+    let g = format!("{guarantee:?}");
+    let fn_name: String = name.rsplit("::").next().unwrap_or(name).chars().map(|c| if c.is_alphanumeric() { c } else { '_' }).collect();
+    format!(
+        "    #[test]\n    fn {fn_name}_regression() {{\n        kafka_harness::Harness::new(kafka_harness::Guarantee::{g})\n            .assert_replay(\"{}\", my_consumer);\n    }}",
+        path.display()
+    )
+}
+
+fn ids(list: &[i64]) -> String {
+    list.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// Per partition: what was produced, then per incarnation what it polled, applied and
+/// committed, and how it ended, in time order. Offsets, not ids, so commits line up.
+pub fn timeline(trace: &Trace) -> String {
+    let mut out = String::new();
+    let mut partitions: Vec<i32> = trace.produced().map(|(m, _)| m.partition).collect();
+    partitions.sort();
+    partitions.dedup();
+    for p in partitions {
+        let produced: Vec<i64> = trace.produced().filter(|(m, _)| m.partition == p).map(|(m, _)| m.offset).collect();
+        let _ = writeln!(out, "partition {p}: produced offsets {}", ids(&produced));
+        // (inc, label) runs in time order, consecutive same labels merged.
+        let mut lines: BTreeMap<Incarnation, Vec<(String, Vec<i64>)>> = BTreeMap::new();
+        let mut push = |inc: Incarnation, label: String, offset: Option<i64>| {
+            let line = lines.entry(inc).or_default();
+            match (line.last_mut(), offset) {
+                (Some((l, offs)), Some(o)) if *l == label => offs.push(o),
+                _ => line.push((label, offset.into_iter().collect())),
+            }
+        };
+        for e in &trace.events {
+            match &e.kind {
+                EventKind::Polled { msg } if msg.partition == p => push(e.inc, "polled".into(), Some(msg.offset)),
+                EventKind::Applied { msg } if msg.partition == p => push(e.inc, "applied".into(), Some(msg.offset)),
+                EventKind::SinkFailed { msg, write, failure } if msg.partition == p => {
+                    push(e.inc, format!("sink write #{write} failed ({failure:?}) at"), Some(msg.offset))
+                }
+                EventKind::Committed { offsets, mode, .. } => {
+                    for o in offsets.iter().filter(|o| o.partition == p) {
+                        push(e.inc, format!("committed ({mode:?})"), Some(o.offset));
+                    }
+                }
+                EventKind::BrokerCommitted { offsets } => {
+                    for (_, o) in offsets.iter().filter(|(q, _)| *q == p) {
+                        push(0, "broker says committed".into(), Some(o.unwrap_or(-1)));
+                    }
+                }
+                EventKind::Rebalanced { phase, partitions } if partitions.contains(&p) => push(e.inc, format!("{phase:?}d"), None),
+                EventKind::Crashed { point, hit } => push(e.inc, format!("✗ crashed at `{point}` #{hit}"), None),
+                EventKind::Killed { reason } => push(
+                    e.inc,
+                    match reason {
+                        KillReason::AfterEffects { observed, .. } => format!("✗ killed after {observed} effects"),
+                        KillReason::AfterMillis { millis } => format!("✗ killed after {millis} ms"),
+                        other => format!("✗ killed ({other:?})"),
+                    },
+                    None,
+                ),
+                EventKind::Exited { exit } if !matches!(exit, Exit::Signal { .. }) => push(e.inc, format!("exited: {exit:?}"), None),
+                _ => {}
+            }
+        }
+        for (inc, runs) in lines {
+            let who = if inc == 0 { "  harness".to_string() } else { format!("  inc {inc}  ") };
+            let body: Vec<String> = runs
+                .into_iter()
+                .map(|(label, offs)| if offs.is_empty() { label } else { format!("{label} {}", ids(&offs)) })
+                .collect();
+            let _ = writeln!(out, "{who}: {}", body.join(" · "));
+        }
+    }
+    for e in &trace.events {
+        match &e.kind {
+            EventKind::Stuck { lag, waited_ms } => {
+                let _ = writeln!(out, "stuck: lag {lag:?} after {waited_ms} ms");
+            }
+            EventKind::BrokerFault { broker, action } => {
+                let _ = writeln!(out, "broker {broker}: {action} at {:.1} ms", e.at_us as f64 / 1000.0);
+            }
+            _ => {}
+        }
+    }
+    out
+}

@@ -1,0 +1,276 @@
+//! The fault plan as data: a workload plus an ordered list of faults.
+//!
+//! Faults are grouped into worker incarnations: every fault up to and including the next
+//! *terminal* fault (a crash or a kill) belongs to one incarnation; crash-point hits are
+//! counted per incarnation. A schedule is stored as versioned JSON, so a failure found by
+//! one run replays exactly in another.
+//!
+//! ```
+//! use kafka_harness::schedule::{Fault, Schedule, Workload};
+//! let s = Schedule::new(Workload { messages: 10, partitions: 2, keys: 4 })
+//!     .fault(Fault::Crash { point: "after-commit".into(), hit: 3 });
+//! let json = s.to_json();
+//! assert_eq!(Schedule::from_json(&json, None).unwrap(), s);
+//! assert_eq!(s.incarnations().len(), 1);
+//! ```
+
+mod strategy;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use strategy::{FaultKinds, ScheduleSpace};
+
+use crate::trace::SinkFailure;
+use crate::{Error, Result};
+
+/// Format version of the schedule file.
+pub const SCHEDULE_VERSION: u32 = 1;
+
+/// What the harness produces before the consumer starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Workload {
+    /// Number of input messages (ids `0..messages`).
+    pub messages: u32,
+    /// Partitions of the input topic.
+    pub partitions: i32,
+    /// Distinct business keys (`k0..k{keys-1}`); message `i` has key `k{i % keys}`, and every
+    /// key lives in one partition (`key index % partitions`), so per-key order is defined.
+    pub keys: u32,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload { messages: 12, partitions: 2, keys: 6 }
+    }
+}
+
+impl Workload {
+    /// Key of message `id`.
+    pub fn key_of(&self, id: u64) -> String {
+        format!("k{}", id % self.keys.max(1) as u64)
+    }
+
+    /// Partition of message `id`.
+    pub fn partition_of(&self, id: u64) -> i32 {
+        ((id % self.keys.max(1) as u64) % self.partitions.max(1) as u64) as i32
+    }
+}
+
+/// One fault. Triggers are deterministic where the fault allows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "fault")]
+pub enum Fault {
+    /// The worker SIGKILLs itself at the `hit`-th hit (1-based, this incarnation) of `point`.
+    Crash {
+        /// Crash point name (built-in or user-named).
+        point: String,
+        /// Which hit fires.
+        hit: u32,
+    },
+    /// The orchestrator SIGKILLs the worker once the sink holds `effects` effects of this
+    /// incarnation (black-box: the worker runs on while the orchestrator notices).
+    KillAfterEffects {
+        /// Effects to wait for.
+        effects: u32,
+    },
+    /// The orchestrator SIGKILLs the worker `millis` after it started (non-deterministic).
+    KillAfterMillis {
+        /// Delay.
+        millis: u64,
+    },
+    /// The `write`-th sink write of this incarnation fails.
+    SinkFailure {
+        /// 1-based write index.
+        write: u32,
+        /// How it fails.
+        failure: SinkFailure,
+    },
+    /// A second member joins the group once this incarnation applied `after_effects`
+    /// effects, forcing a rebalance; it leaves when the incarnation ends.
+    Rebalance {
+        /// Effects to wait for.
+        after_effects: u32,
+    },
+    /// Broker `broker` is hard-killed once this incarnation applied `after_effects` effects,
+    /// and restarted right away (containers and local backends).
+    BrokerRestart {
+        /// Broker index (0-based).
+        broker: usize,
+        /// Effects to wait for.
+        after_effects: u32,
+    },
+}
+
+impl Fault {
+    /// Whether this fault ends its incarnation.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Fault::Crash { .. } | Fault::KillAfterEffects { .. } | Fault::KillAfterMillis { .. })
+    }
+
+    /// Whether this fault is a process death (what "crashes injected" counts).
+    pub fn is_crash(&self) -> bool {
+        self.is_terminal()
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Crash { point, hit } => write!(f, "crash at `{point}` hit #{hit}"),
+            Fault::KillAfterEffects { effects } => write!(f, "kill after {effects} effects"),
+            Fault::KillAfterMillis { millis } => write!(f, "kill after {millis} ms"),
+            Fault::SinkFailure { write, failure } => write!(f, "sink write #{write} fails ({failure:?})"),
+            Fault::Rebalance { after_effects } => write!(f, "second member joins after {after_effects} effects"),
+            Fault::BrokerRestart { broker, after_effects } => {
+                write!(f, "broker {broker} killed and restarted after {after_effects} effects")
+            }
+        }
+    }
+}
+
+/// A workload and its ordered faults: one proptest case, or one replay.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Schedule {
+    /// [`SCHEDULE_VERSION`].
+    pub version: u32,
+    /// The input.
+    pub workload: Workload,
+    /// Faults in order.
+    pub faults: Vec<Fault>,
+}
+
+impl Schedule {
+    /// A fault-free schedule.
+    pub fn new(workload: Workload) -> Self {
+        Schedule { version: SCHEDULE_VERSION, workload, faults: Vec::new() }
+    }
+
+    /// Append a fault.
+    pub fn fault(mut self, fault: Fault) -> Self {
+        self.faults.push(fault);
+        self
+    }
+
+    /// Faults grouped per incarnation (each group ends at its terminal fault, the last may not).
+    pub fn incarnations(&self) -> Vec<Vec<Fault>> {
+        let mut out = Vec::new();
+        let mut cur = Vec::new();
+        for f in &self.faults {
+            cur.push(f.clone());
+            if f.is_terminal() {
+                out.push(std::mem::take(&mut cur));
+            }
+        }
+        if !cur.is_empty() {
+            out.push(cur);
+        }
+        out
+    }
+
+    /// Number of process deaths the schedule asks for.
+    pub fn crash_count(&self) -> usize {
+        self.faults.iter().filter(|f| f.is_crash()).count()
+    }
+
+    /// Pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// Parse and validate. With `known_points`, a crash at a point not in the list is an error.
+    pub fn from_json(text: &str, known_points: Option<&[String]>) -> Result<Schedule> {
+        Self::parse(text, Path::new("<inline>"), known_points)
+    }
+
+    /// Read, parse and validate a schedule file.
+    pub fn load(path: &Path, known_points: Option<&[String]>) -> Result<Schedule> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading schedule", path, e))?;
+        Self::parse(&text, path, known_points)
+    }
+
+    fn parse(text: &str, path: &Path, known_points: Option<&[String]>) -> Result<Schedule> {
+        let bad = |reason: String| Error::Schedule { path: path.to_path_buf(), reason };
+        let s: Schedule = serde_json::from_str(text).map_err(|e| bad(format!("not a schedule: {e}")))?;
+        if s.version != SCHEDULE_VERSION {
+            return Err(bad(format!("version {} (this harness reads version {SCHEDULE_VERSION})", s.version)));
+        }
+        s.validate(known_points).map_err(bad)?;
+        Ok(s)
+    }
+
+    /// Check the preconditions every schedule must meet.
+    pub fn validate(&self, known_points: Option<&[String]>) -> std::result::Result<(), String> {
+        let w = &self.workload;
+        if w.messages == 0 || w.partitions < 1 || w.keys == 0 {
+            return Err(format!("workload needs ≥1 message, partition and key, got {w:?}"));
+        }
+        for (i, f) in self.faults.iter().enumerate() {
+            match f {
+                Fault::Crash { point, hit } => {
+                    if *hit == 0 {
+                        return Err(format!("fault {i}: hits count from 1"));
+                    }
+                    if let Some(known) = known_points {
+                        if !known.iter().any(|k| k == point) {
+                            return Err(format!(
+                                "fault {i}: unknown crash point `{point}` (this consumer has: {})",
+                                known.join(", ")
+                            ));
+                        }
+                    }
+                }
+                Fault::SinkFailure { write: 0, .. } => return Err(format!("fault {i}: writes count from 1")),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_group_into_incarnations_at_each_crash_or_kill() {
+        let s = Schedule::new(Workload::default())
+            .fault(Fault::SinkFailure { write: 1, failure: SinkFailure::Transient })
+            .fault(Fault::Crash { point: "p".into(), hit: 1 })
+            .fault(Fault::KillAfterEffects { effects: 2 })
+            .fault(Fault::Rebalance { after_effects: 1 });
+        let inc = s.incarnations();
+        assert_eq!(inc.len(), 3);
+        assert_eq!(inc[0].len(), 2);
+        assert_eq!(inc[2], vec![Fault::Rebalance { after_effects: 1 }]);
+        assert_eq!(s.crash_count(), 2);
+    }
+
+    #[test]
+    fn an_unknown_crash_point_is_one_clear_error() {
+        let s = Schedule::new(Workload::default()).fault(Fault::Crash { point: "nope".into(), hit: 1 });
+        let err = Schedule::from_json(&s.to_json(), Some(&["after-poll".to_string()])).unwrap_err();
+        assert!(err.to_string().contains("unknown crash point `nope`"), "{err}");
+    }
+
+    #[test]
+    fn malformed_json_and_wrong_versions_are_errors_not_panics() {
+        assert!(Schedule::from_json("{not json", None).is_err());
+        let mut s = Schedule::new(Workload::default());
+        s.version = 99;
+        assert!(Schedule::from_json(&s.to_json(), None).unwrap_err().to_string().contains("version 99"));
+        let zero = r#"{"version":1,"workload":{"messages":0,"partitions":1,"keys":1},"faults":[]}"#;
+        assert!(Schedule::from_json(zero, None).is_err());
+    }
+
+    #[test]
+    fn every_key_lives_in_exactly_one_partition() {
+        let w = Workload { messages: 50, partitions: 3, keys: 7 };
+        for id in 0..50u64 {
+            let same_key = id + 7;
+            assert_eq!(w.partition_of(id), w.partition_of(same_key));
+            assert_eq!(w.key_of(id), w.key_of(same_key));
+        }
+    }
+}

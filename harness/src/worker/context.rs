@@ -1,0 +1,208 @@
+//! What the user's worker function receives, and the worker process's main.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+
+use super::consumer::{points, Consumer};
+use super::producer::TransactionalProducer;
+use super::recorder::Recorder;
+use super::spec::WorkerSpec;
+use super::Record;
+use crate::sink::{Sink, SinkError, SinkFactory, Stamp};
+use crate::trace::{EventKind, Exit, Incarnation, SinkFailure};
+
+/// The error type worker functions return (anything boxed: `anyhow::Error` converts).
+pub type WorkerError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The worker's view of its case: where to connect, what to read, where effects go.
+///
+/// Handles from [`WorkerCtx::consumer`], [`WorkerCtx::sink`] and
+/// [`WorkerCtx::transactional_producer`] are owned values, so a worker holds several at once.
+pub struct WorkerCtx {
+    spec: WorkerSpec,
+    recorder: Arc<Recorder>,
+    sink: Arc<dyn SinkFactory>,
+}
+
+/// Settings the harness chooses unless the worker's own config sets them.
+const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("auto.offset.reset", "earliest"),
+    // A crashed member holds its partitions until this expires (the broker floor is lowered to 500).
+    ("session.timeout.ms", "1500"),
+    ("heartbeat.interval.ms", "300"),
+    ("fetch.wait.max.ms", "50"),
+    ("broker.address.family", "v4"),
+];
+
+/// Settings that belong to the case; a worker config may repeat them but not change them.
+const OWNED: &[&str] = &["bootstrap.servers", "group.id", "transactional.id"];
+
+impl WorkerCtx {
+    /// This incarnation's number (1, 2, … in start order).
+    pub fn incarnation(&self) -> Incarnation {
+        self.spec.inc
+    }
+
+    /// The case's input topic.
+    pub fn topic(&self) -> &str {
+        &self.spec.topic
+    }
+
+    /// The case's consumer group.
+    pub fn group(&self) -> &str {
+        &self.spec.group
+    }
+
+    /// The case's output topic (consume-transform-produce).
+    pub fn output_topic(&self) -> &str {
+        &self.spec.output_topic
+    }
+
+    /// `false` once the orchestrator asks the worker to stop (the case is drained): end your
+    /// loop and return `Ok(())`. Check it between records.
+    pub fn running(&self) -> bool {
+        !self.recorder.stop_requested()
+    }
+
+    /// A crash point of your own: the schedule may SIGKILL the process at its n-th hit.
+    pub fn crash_point(&self, name: &str) {
+        self.recorder.crash_point(name);
+    }
+
+    /// The harness's consumer config: bootstrap servers, group, and fast-test defaults.
+    pub fn consumer_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.spec.bootstrap).set("group.id", &self.spec.group);
+        for (k, v) in CONSUMER_DEFAULTS {
+            c.set(*k, *v);
+        }
+        c
+    }
+
+    fn merged(&self, base: ClientConfig, user: &ClientConfig) -> Result<ClientConfig, WorkerError> {
+        let mut c = base;
+        for (k, v) in user.config_map() {
+            if OWNED.contains(&k.as_ref()) {
+                if let Some(ours) = c.get(k) {
+                    if ours != v {
+                        return Err(format!(
+                            "the worker config sets {k}={v}, but the harness owns it for this case ({k}={ours})"
+                        )
+                        .into());
+                    }
+                }
+            }
+            c.set(k, v);
+        }
+        Ok(c)
+    }
+
+    /// An instrumented consumer subscribed to the input topic: the harness's config with
+    /// `user`'s settings on top (they win, except the case-owned bootstrap/group, which must
+    /// not be changed).
+    pub fn consumer(&self, user: &ClientConfig) -> Result<Consumer, WorkerError> {
+        let config = self.merged(self.consumer_config(), user)?;
+        Ok(Consumer::new(&config, self.recorder.clone(), &self.spec.topic)?)
+    }
+
+    /// An instrumented transactional producer to the output topic (same `transactional.id`
+    /// in every incarnation, so a restart fences the crashed one). `user` settings on top.
+    pub fn transactional_producer(&self, user: &ClientConfig) -> Result<TransactionalProducer, WorkerError> {
+        let mut base = ClientConfig::new();
+        base.set("bootstrap.servers", &self.spec.bootstrap)
+            .set("transactional.id", &self.spec.transactional_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("transaction.timeout.ms", "10000")
+            .set("broker.address.family", "v4");
+        let config = self.merged(base, user)?;
+        Ok(TransactionalProducer::new(&config, self.recorder.clone(), &self.spec.output_topic)?)
+    }
+
+    /// The case's sink, with crash points `before-sink-write` / `after-sink-write` and the
+    /// schedule's sink failures.
+    pub fn sink(&self) -> Result<SinkHandle, WorkerError> {
+        let sink = self.sink.open(&self.spec.case_dir)?;
+        Ok(SinkHandle { sink, recorder: self.recorder.clone(), writes: 0 })
+    }
+}
+
+/// The instrumented sink.
+pub struct SinkHandle {
+    sink: Box<dyn Sink>,
+    recorder: Arc<Recorder>,
+    writes: u32,
+}
+
+impl SinkHandle {
+    /// Apply `record`'s effect. A write the schedule makes fail returns an error and applies
+    /// nothing; a "hang" sleeps first, then returns [`SinkError::TimedOut`].
+    pub fn apply(&mut self, record: &Record) -> Result<(), SinkError> {
+        self.writes += 1;
+        let write = self.writes;
+        self.recorder.crash_point(points::BEFORE_SINK_WRITE);
+        if let Some(failure) = self.recorder.sink_failure(write) {
+            self.recorder.record(EventKind::SinkFailed { msg: record.msg, write, failure });
+            return Err(match failure {
+                SinkFailure::Transient => SinkError::Transient { write },
+                SinkFailure::Permanent => SinkError::Permanent { write },
+                SinkFailure::Hang { millis } => {
+                    std::thread::sleep(Duration::from_millis(millis));
+                    SinkError::TimedOut { write, millis }
+                }
+            });
+        }
+        let stamp = Stamp { inc: self.recorder.inc(), at_us: self.recorder.now_us() };
+        self.sink.apply(record, stamp)?;
+        self.recorder.crash_point(points::AFTER_SINK_WRITE);
+        Ok(())
+    }
+}
+
+/// The worker process's main: run `worker` with its context, record how it ended, exit.
+/// Never returns. Exit codes: 0 returned, 3 returned an error, 101 panicked.
+pub(crate) fn serve<F>(spec: WorkerSpec, sink: Arc<dyn SinkFactory>, worker: F) -> !
+where
+    F: Fn(&mut WorkerCtx) -> Result<(), WorkerError>,
+{
+    let recorder = match Recorder::open(&spec.trace_path, spec.epoch_us, spec.inc, &spec.faults, &spec.stop_path) {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            eprintln!("kafka-harness worker: {e}");
+            std::process::exit(4);
+        }
+    };
+    let mut ctx = WorkerCtx { spec, recorder: recorder.clone(), sink };
+    // Keep libtest's panic output, but record the message for the report.
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| worker(&mut ctx)));
+    let (exit, code) = match result {
+        Ok(Ok(())) => (Exit::Returned, 0),
+        Ok(Err(e)) => (Exit::Failed { error: error_chain(e.as_ref()) }, 3),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic".into());
+            (Exit::Panicked { message }, 101)
+        }
+    };
+    recorder.record(EventKind::Exited { exit });
+    // Dropping the context closes the clients gracefully: this is a normal end, not a crash.
+    drop(ctx);
+    std::process::exit(code);
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,92 @@
+//! The orchestrator's side of a worker: start the process, watch it, kill it.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::spec::{WorkerSpec, ENV_SPEC};
+use crate::trace::Exit;
+use crate::{Error, Result};
+
+/// How to start a worker process.
+#[derive(Debug, Clone)]
+pub(crate) enum Launch {
+    /// Re-execute this libtest binary filtered to exactly one test.
+    Test { test: String },
+    /// Re-execute this (non-test) binary with the same arguments.
+    Binary { args: Vec<String> },
+}
+
+impl Launch {
+    /// Inside a libtest test the thread is named after the test; elsewhere it is `main`.
+    pub(crate) fn detect() -> Launch {
+        match std::thread::current().name() {
+            Some(name) if name != "main" => Launch::Test { test: name.to_string() },
+            _ => Launch::Binary { args: std::env::args().skip(1).collect() },
+        }
+    }
+
+    /// The harness name a worker is looked up by.
+    pub(crate) fn name(&self) -> String {
+        match self {
+            Launch::Test { test } => test.clone(),
+            Launch::Binary { .. } => "main".into(),
+        }
+    }
+}
+
+pub(crate) struct WorkerProcess {
+    child: Child,
+    pub(crate) started: Instant,
+}
+
+impl WorkerProcess {
+    pub(crate) fn spawn(spec: &WorkerSpec, launch: &Launch) -> Result<WorkerProcess> {
+        let spec_path = spec.write()?;
+        let exe = std::env::current_exe().map_err(|e| Error::Worker(format!("cannot find the current executable: {e}")))?;
+        let mut cmd = Command::new(exe);
+        match launch {
+            Launch::Test { test } => {
+                cmd.args([test.as_str(), "--exact", "--nocapture", "--test-threads=1", "-q"]);
+            }
+            Launch::Binary { args } => {
+                cmd.args(args);
+            }
+        }
+        let out_path = spec.case_dir.join(format!("worker-{}.log", spec.inc));
+        let out = std::fs::File::create(&out_path).map_err(|e| Error::io("creating the worker log", &out_path, e))?;
+        let err = out.try_clone().map_err(|e| Error::io("creating the worker log", &out_path, e))?;
+        cmd.env(ENV_SPEC, &spec_path)
+            .env_remove("RUST_TEST_THREADS")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let child = crate::cluster::spawn_tied(cmd).map_err(|e| Error::Worker(format!("spawning the worker: {e}")))?;
+        Ok(WorkerProcess { child, started: Instant::now() })
+    }
+
+    /// `Some(exit)` once the process has ended.
+    pub(crate) fn try_exit(&mut self) -> Result<Option<Exit>> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Ok(Some(match (status.code(), status.signal()) {
+                (Some(0), _) => Exit::Returned,
+                (Some(code), _) => Exit::Code { code },
+                (None, Some(signal)) => Exit::Signal { signal },
+                (None, None) => Exit::Code { code: -1 },
+            })),
+            Ok(None) => Ok(None),
+            Err(e) => Err(Error::Worker(format!("waiting for worker {}: {e}", self.child.id()))),
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub(crate) fn kill(&mut self) -> Result<Exit> {
+        let _ = self.child.kill();
+        loop {
+            if let Some(exit) = self.try_exit()? {
+                return Ok(exit);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The instrumented transactional producer for consume-transform-produce consumers.
+//!
+//! Its `transactional.id` is the same for every incarnation of a case, so a restarted worker
+//! fences the one that crashed (`init_transactions` aborts its open transaction).
+//! Crash points: `before-commit-transaction` (offsets already sent to the transaction) and
+//! `after-commit-transaction`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::Consumer as _;
+use rdkafka::error::KafkaResult;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+
+use super::consumer::{offsets_of, points, Consumer};
+use super::recorder::Recorder;
+use super::Record;
+use crate::trace::{CommitMode, EventKind, PartitionOffset};
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A transactional producer writing to the case's output topic.
+pub struct TransactionalProducer {
+    inner: BaseProducer,
+    recorder: Arc<Recorder>,
+    output_topic: String,
+    pending_offsets: Vec<PartitionOffset>,
+}
+
+impl TransactionalProducer {
+    pub(crate) fn new(config: &rdkafka::ClientConfig, recorder: Arc<Recorder>, output_topic: &str) -> KafkaResult<Self> {
+        let inner: BaseProducer = config.create()?;
+        inner.init_transactions(TXN_TIMEOUT)?;
+        Ok(TransactionalProducer { inner, recorder, output_topic: output_topic.to_string(), pending_offsets: Vec::new() })
+    }
+
+    /// Begin a transaction.
+    pub fn begin(&mut self) -> KafkaResult<()> {
+        self.pending_offsets.clear();
+        self.inner.begin_transaction()
+    }
+
+    /// Write the output for `record` (its id, keyed by its business key) in the open transaction.
+    pub fn send(&self, record: &Record) -> KafkaResult<()> {
+        let payload = record.msg.id.to_string();
+        let mut r = BaseRecord::to(&self.output_topic).key(record.key.as_str()).payload(payload.as_str());
+        loop {
+            match self.inner.send(r) {
+                Ok(()) => return Ok(()),
+                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+                    self.inner.poll(Duration::from_millis(10));
+                    r = back;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// Add the consumer's current position to the transaction (`send_offsets_to_transaction`).
+    pub fn send_offsets(&mut self, consumer: &Consumer) -> KafkaResult<()> {
+        let position = consumer.inner().position()?;
+        let metadata = consumer
+            .inner()
+            .group_metadata()
+            .ok_or_else(|| rdkafka::error::KafkaError::Subscription("the consumer has no group metadata yet".into()))?;
+        self.inner.send_offsets_to_transaction(&position, &metadata, TXN_TIMEOUT)?;
+        self.pending_offsets = offsets_of(&position);
+        Ok(())
+    }
+
+    /// Commit the transaction (crash points around it).
+    pub fn commit(&mut self) -> KafkaResult<()> {
+        self.recorder.crash_point(points::BEFORE_COMMIT_TRANSACTION);
+        let requested_at_us = self.recorder.now_us();
+        self.inner.commit_transaction(TXN_TIMEOUT)?;
+        let offsets = std::mem::take(&mut self.pending_offsets);
+        if !offsets.is_empty() {
+            self.recorder.record(EventKind::Committed { offsets, mode: CommitMode::Transaction, requested_at_us });
+        }
+        self.recorder.crash_point(points::AFTER_COMMIT_TRANSACTION);
+        Ok(())
+    }
+
+    /// Abort the transaction.
+    pub fn abort(&mut self) -> KafkaResult<()> {
+        self.pending_offsets.clear();
+        self.inner.abort_transaction(TXN_TIMEOUT)
+    }
+
+    /// The underlying rdkafka producer.
+    pub fn inner(&self) -> &BaseProducer {
+        &self.inner
+    }
+}

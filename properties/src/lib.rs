@@ -1,0 +1,1 @@
+//! Acceptance suite (tests live in tests/).
