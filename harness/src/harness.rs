@@ -282,7 +282,11 @@ impl Harness {
     }
 
     fn run_once(&self, runner: &CaseRunner, schedule: &Schedule, case_no: u64) -> Result<(CaseResult, tempfile::TempDir)> {
-        let outcome = runner.run(schedule, case_no)?;
+        let mut outcome = runner.run(schedule, case_no)?;
+        if std::env::var_os("KAFKA_HARNESS_KEEP_CASES").is_some() {
+            outcome.dir.disable_cleanup(true);
+            eprintln!("kafka-harness: case {case_no} kept in {}", outcome.dir.path().display());
+        }
         let verdict = check(&outcome.trace, self.guarantee)?;
         Ok((CaseResult { verdict, trace: outcome.trace, elapsed: outcome.elapsed }, outcome.dir))
     }
@@ -311,9 +315,15 @@ impl Harness {
         let discovery = Schedule::new(self.workload);
         let (first, dir) = self.run_once(&runner, &discovery, next_case())?;
         let points: Vec<(String, u32)> = first.trace.crash_point_hits().into_iter().collect();
+        // A latent failure (committed too far: a loss waiting for a crash) is kept while
+        // generation looks for a realized one, which is what the report should show.
+        let mut latent: Option<Latent> = None;
         if !first.verdict.holds() {
             let kind = first.verdict.primary_kind();
-            return self.fail(&runner, discovery, first, dir, kind, "discovery".into(), 0, 0, &mut next_case);
+            if !is_latent(kind) {
+                return self.fail(&runner, discovery, first, dir, kind, "discovery".into(), 0, 0, &mut next_case);
+            }
+            latent = Some(Latent::Discovery(discovery, first, dir));
         }
 
         let space = ScheduleSpace {
@@ -329,8 +339,6 @@ impl Harness {
         let mut rng_runner = TestRunner::new_with_rng(config.clone(), TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
         let strategy = space.strategy();
         let mut summary = Summary { name: name.clone(), discovered_points: points, backend: Some(cluster.backend()), ..Summary::default() };
-        // A latent failure (committed too far) is kept while generation looks for a realized one.
-        let mut latent: Option<(Box<dyn ValueTree<Value = Schedule>>, CaseResult, tempfile::TempDir, u32)> = None;
         for case in 0..config.cases {
             let tree = strategy.new_tree(&mut rng_runner).map_err(|e| Error::Config(format!("schedule generation: {e}")))?;
             let schedule = tree.current();
@@ -341,17 +349,24 @@ impl Harness {
                 continue;
             }
             let kind = result.verdict.primary_kind();
-            if kind == Some(ViolationKind::CommittedTooFar) {
-                if latent.is_none() {
-                    latent = Some((Box::new(tree), result, dir, case + 1));
+            if is_latent(kind) {
+                if !matches!(latent, Some(Latent::Case(..))) {
+                    latent = Some(Latent::Case(Box::new(tree), result, dir, case + 1));
                 }
                 continue;
             }
             return self.shrink(&runner, Box::new(tree), result, dir, kind, hex(&seed), case + 1, &mut next_case);
         }
-        if let Some((tree, result, dir, case)) = latent {
-            let kind = result.verdict.primary_kind();
-            return self.shrink(&runner, tree, result, dir, kind, hex(&seed), case, &mut next_case);
+        match latent {
+            Some(Latent::Case(tree, result, dir, case)) => {
+                let kind = result.verdict.primary_kind();
+                return self.shrink(&runner, tree, result, dir, kind, hex(&seed), case, &mut next_case);
+            }
+            Some(Latent::Discovery(schedule, result, dir)) => {
+                let kind = result.verdict.primary_kind();
+                return self.fail(&runner, schedule, result, dir, kind, hex(&seed), 0, summary.cases, &mut next_case);
+            }
+            None => {}
         }
         summary.elapsed = started.elapsed();
         Ok(Outcome::Passed(summary))
@@ -518,6 +533,18 @@ impl Harness {
             Err(e) => panic!("kafka-harness could not replay {}: {e}", path.as_ref().display()),
         }
     }
+}
+
+/// A failure that only shows a loss waiting to happen.
+fn is_latent(kind: Option<ViolationKind>) -> bool {
+    kind == Some(ViolationKind::CommittedTooFar)
+}
+
+enum Latent {
+    /// The fault-free discovery run already committed too far.
+    Discovery(Schedule, CaseResult, tempfile::TempDir),
+    /// A generated case did.
+    Case(Box<dyn ValueTree<Value = Schedule>>, CaseResult, tempfile::TempDir, u32),
 }
 
 fn tally(summary: &mut Summary, trace: &Trace) {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use crate::check::{Verdict, ViolationKind};
 use crate::schedule::Schedule;
-use crate::trace::{EventKind, Exit, Incarnation, KillReason, Trace};
+use crate::trace::{EventKind, Exit, Incarnation, KillReason, RebalancePhase, Trace};
 
 /// Violations shown per kind before "… and N more".
 pub const PER_KIND_CAP: usize = 5;
@@ -142,7 +142,9 @@ pub fn timeline(trace: &Trace) -> String {
                         push(0, "broker says committed".into(), Some(o.unwrap_or(-1)));
                     }
                 }
-                EventKind::Rebalanced { phase, partitions } if partitions.contains(&p) => push(e.inc, format!("{phase:?}d"), None),
+                EventKind::Rebalanced { phase, partitions } if partitions.contains(&p) => {
+                    push(e.inc, if *phase == RebalancePhase::Revoke { "revoked" } else { "assigned" }.into(), None)
+                }
                 EventKind::Crashed { point, hit } => push(e.inc, format!("✗ crashed at `{point}` #{hit}"), None),
                 EventKind::Killed { reason } => push(
                     e.inc,

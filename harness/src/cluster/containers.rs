@@ -19,7 +19,6 @@ use testcontainers::core::IntoContainerPort;
 use testcontainers::runners::SyncRunner;
 use testcontainers::{Container, GenericImage, ImageExt};
 
-use super::admin::block_on;
 use super::props::{broker_properties, cluster_id};
 use super::reaper::{hostname, pid_alive, LABEL_OWNER_HOST, LABEL_OWNER_PID};
 use super::{Backend, BackendKind, ClusterConfig, ClusterError, ClusterResult};
@@ -33,13 +32,21 @@ fn endpoint() -> String {
     std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
 }
 
-/// A Docker client at the engine's own API version (older engines reject newer clients).
-fn docker() -> ClusterResult<Docker> {
+fn runtime() -> ClusterResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ClusterError::Process { during: "building an async runtime".into(), source: e })
+}
+
+/// A Docker client at the engine's own API version (older engines reject newer clients),
+/// bound to `rt` (its connections live on that runtime).
+fn docker(rt: &tokio::runtime::Runtime) -> ClusterResult<Docker> {
     let d = Docker::connect_with_local_defaults().map_err(|e| ClusterError::NoDocker {
         endpoint: endpoint(),
         reason: e.to_string(),
     })?;
-    block_on(async move {
+    rt.block_on(async move {
         let d = tokio::time::timeout(std::time::Duration::from_secs(3), d.negotiate_version())
             .await
             .map_err(|_| "no answer within 3 s".to_string())?
@@ -49,13 +56,14 @@ fn docker() -> ClusterResult<Docker> {
             .map_err(|_| "no answer within 3 s".to_string())?
             .map_err(|e| e.to_string())?;
         Ok::<_, String>(d)
-    })?
+    })
     .map_err(|reason| ClusterError::NoDocker { endpoint: endpoint(), reason })
 }
 
 /// `Ok(endpoint)` when a Docker engine answers a ping.
 pub(crate) fn docker_answers() -> Result<String, String> {
-    docker().map(|_| endpoint()).map_err(|e| match e {
+    let rt = runtime().map_err(|e| e.to_string())?;
+    docker(&rt).map(|_| endpoint()).map_err(|e| match e {
         ClusterError::NoDocker { reason, .. } => reason,
         other => other.to_string(),
     })
@@ -67,6 +75,7 @@ struct Broker {
 }
 
 pub(crate) struct Containers {
+    rt: tokio::runtime::Runtime,
     docker: Docker,
     brokers: Mutex<Vec<Broker>>,
     network: Option<String>,
@@ -74,12 +83,12 @@ pub(crate) struct Containers {
 }
 
 /// Remove containers and networks left by harness processes that died without cleaning up.
-fn remove_leftovers(docker: &Docker) {
+fn remove_leftovers(rt: &tokio::runtime::Runtime, docker: &Docker) {
     let host = hostname();
     let mut filters = HashMap::new();
     filters.insert("label".to_string(), vec![format!("{LABEL_OWNER_HOST}={host}")]);
     let opts = ListContainersOptions { all: true, filters: Some(filters.clone()), ..Default::default() };
-    let Ok(Ok(list)) = block_on(docker.list_containers(Some(opts))) else { return };
+    let Ok(list) = rt.block_on(docker.list_containers(Some(opts))) else { return };
     let dead = |labels: &Option<HashMap<String, String>>| {
         labels
             .as_ref()
@@ -91,16 +100,16 @@ fn remove_leftovers(docker: &Docker) {
         if dead(&c.labels) {
             if let Some(id) = c.id {
                 let opts = RemoveContainerOptions { force: true, v: true, ..Default::default() };
-                let _ = block_on(docker.remove_container(&id, Some(opts)));
+                let _ = rt.block_on(docker.remove_container(&id, Some(opts)));
             }
         }
     }
     let opts = ListNetworksOptions { filters: Some(filters) };
-    if let Ok(Ok(nets)) = block_on(docker.list_networks(Some(opts))) {
+    if let Ok(nets) = rt.block_on(docker.list_networks(Some(opts))) {
         for n in nets {
             if dead(&n.labels) {
                 if let Some(name) = n.name {
-                    let _ = block_on(docker.remove_network(&name));
+                    let _ = rt.block_on(docker.remove_network(&name));
                 }
             }
         }
@@ -132,8 +141,9 @@ fn env_name(property: &str) -> String {
 
 impl Containers {
     pub(crate) fn start(config: &ClusterConfig, n: usize) -> ClusterResult<Self> {
-        let docker = docker()?;
-        remove_leftovers(&docker);
+        let rt = runtime()?;
+        let docker = docker(&rt)?;
+        remove_leftovers(&rt, &docker);
         let pid = std::process::id().to_string();
         let host = hostname();
         let tag = format!("{pid}-{}", super::admin::nonce());
@@ -147,7 +157,7 @@ impl Containers {
                 labels: Some(labels),
                 ..Default::default()
             };
-            block_on(docker.create_network(req))?.map_err(docker_err("creating the broker network"))?;
+            rt.block_on(docker.create_network(req)).map_err(docker_err("creating the broker network"))?;
         }
         let ports: Vec<u16> = (0..n)
             .map(|_| {
@@ -206,7 +216,7 @@ impl Containers {
                     };
                     drop(started);
                     if let Some(net) = &network {
-                        let _ = block_on(docker.remove_network(net));
+                        let _ = rt.block_on(docker.remove_network(net));
                     }
                     return Err(ClusterError::Docker {
                         during: format!("starting {}:{} as {}", repo, version, names[i]),
@@ -219,7 +229,7 @@ impl Containers {
             brokers.push(Broker { name, container: Some(c) });
         }
         let bootstrap = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
-        Ok(Containers { docker, brokers: Mutex::new(brokers), network, bootstrap })
+        Ok(Containers { rt, docker, brokers: Mutex::new(brokers), network, bootstrap })
     }
 
     fn name(&self, i: usize) -> ClusterResult<String> {
@@ -238,40 +248,61 @@ impl Backend for Containers {
     fn kill(&self, i: usize) -> ClusterResult<()> {
         let name = self.name(i)?;
         let opts = KillContainerOptions { signal: "SIGKILL".into() };
-        block_on(self.docker.kill_container(&name, Some(opts)))?.map_err(docker_err(format!("killing {name}")))
+        self.rt.block_on(self.docker.kill_container(&name, Some(opts))).map_err(docker_err(format!("killing {name}")))
     }
     fn start(&self, i: usize) -> ClusterResult<()> {
         let name = self.name(i)?;
         // Stop hard if running (a no-op error when already dead), then start: same ports, same data.
         let opts = KillContainerOptions { signal: "SIGKILL".into() };
-        let _ = block_on(self.docker.kill_container(&name, Some(opts)));
-        let _ = block_on(self.docker.unpause_container(&name));
-        block_on(self.docker.start_container(&name, None::<bollard::query_parameters::StartContainerOptions>))?
+        let _ = self.rt.block_on(self.docker.kill_container(&name, Some(opts)));
+        let _ = self.rt.block_on(self.docker.unpause_container(&name));
+        self.rt
+            .block_on(self.docker.start_container(&name, None::<bollard::query_parameters::StartContainerOptions>))
             .map_err(docker_err(format!("starting {name}")))
     }
     fn pause(&self, i: usize) -> ClusterResult<()> {
         let name = self.name(i)?;
-        block_on(self.docker.pause_container(&name))?.map_err(docker_err(format!("pausing {name}")))
+        self.rt.block_on(self.docker.pause_container(&name)).map_err(docker_err(format!("pausing {name}")))
     }
     fn resume(&self, i: usize) -> ClusterResult<()> {
         let name = self.name(i)?;
-        block_on(self.docker.unpause_container(&name))?.map_err(docker_err(format!("resuming {name}")))
+        self.rt.block_on(self.docker.unpause_container(&name)).map_err(docker_err(format!("resuming {name}")))
     }
+    /// Runs from `atexit` too, where thread-locals (and so tokio and testcontainers' drop)
+    /// are gone: plain HTTP on the engine's socket, and testcontainers' handles forgotten.
     fn shutdown(&self) -> ClusterResult<()> {
         let mut brokers = self.brokers.lock().unwrap_or_else(|p| p.into_inner());
         for b in brokers.iter_mut() {
-            let _ = block_on(self.docker.unpause_container(&b.name));
-            // testcontainers removes the container when its handle drops; the forced removal
-            // after it covers handles already gone (Drop is not run for process-wide statics).
-            drop(b.container.take());
-            let opts = RemoveContainerOptions { force: true, v: true, ..Default::default() };
-            let _ = block_on(self.docker.remove_container(&b.name, Some(opts)));
+            let _ = engine_request("POST", &format!("/containers/{}/unpause", b.name));
+            let _ = engine_request("DELETE", &format!("/containers/{}?force=true&v=true", b.name));
+            if let Some(c) = b.container.take() {
+                std::mem::forget(c);
+            }
         }
         if let Some(net) = &self.network {
-            let _ = block_on(self.docker.remove_network(net));
+            let _ = engine_request("DELETE", &format!("/networks/{net}"));
         }
         Ok(())
     }
+}
+
+/// One HTTP/1.1 request to the Docker engine's unix socket, std only; returns the status code.
+fn engine_request(method: &str, path: &str) -> std::io::Result<u16> {
+    use std::io::{Read, Write};
+    let socket = match std::env::var("DOCKER_HOST") {
+        Ok(h) => match h.strip_prefix("unix://") {
+            Some(p) => p.to_string(),
+            None => return Err(std::io::Error::other("DOCKER_HOST is not a unix socket")),
+        },
+        Err(_) => "/var/run/docker.sock".to_string(),
+    };
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head)?;
+    let status = std::str::from_utf8(&head[9..12]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok(status)
 }
 
 #[cfg(test)]

@@ -31,3 +31,24 @@ impl Backend for External {
         Ok(())
     }
 }
+
+/// A worker process's view of its orchestrator's cluster: addresses only, no faults, no teardown.
+pub(crate) struct WorkerView {
+    pub(crate) kind: BackendKind,
+    pub(crate) bootstrap: String,
+}
+
+impl Backend for WorkerView {
+    fn kind(&self) -> BackendKind {
+        self.kind
+    }
+    fn bootstrap(&self) -> String {
+        self.bootstrap.clone()
+    }
+    fn probe_with_topic(&self) -> bool {
+        false
+    }
+    fn shutdown(&self) -> ClusterResult<()> {
+        Ok(())
+    }
+}

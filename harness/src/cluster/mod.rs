@@ -311,6 +311,18 @@ impl Cluster {
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
         }
+        // A worker process uses the cluster its orchestrator started; it never starts one.
+        if let Ok(Some(spec)) = crate::worker::spec::WorkerSpec::from_env() {
+            let cluster = Arc::new(Cluster {
+                backend: Box::new(external::WorkerView { kind: spec.backend, bootstrap: spec.bootstrap }),
+                brokers: spec.brokers,
+                prefix: spec.prefix,
+                ready_timeout: Duration::from_secs(10),
+                reason: "worker process: the orchestrator's cluster".into(),
+            });
+            *guard = Some(cluster.clone());
+            return Ok(cluster);
+        }
         let cluster = Arc::new(Cluster::from_env()?);
         *guard = Some(cluster.clone());
         reaper::at_exit(shutdown_shared);

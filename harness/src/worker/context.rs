@@ -31,8 +31,8 @@ pub struct WorkerCtx {
 const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("auto.offset.reset", "earliest"),
     // A crashed member holds its partitions until this expires (the broker floor is lowered to 500).
-    ("session.timeout.ms", "1500"),
-    ("heartbeat.interval.ms", "300"),
+    ("session.timeout.ms", "1000"),
+    ("heartbeat.interval.ms", "200"),
     ("fetch.wait.max.ms", "50"),
     ("broker.address.family", "v4"),
 ];

@@ -19,6 +19,10 @@ pub(crate) struct WorkerSpec {
     pub inc: Incarnation,
     pub primary: bool,
     pub bootstrap: String,
+    /// The orchestrator's cluster, so `Cluster::shared()` in a worker reuses it.
+    pub backend: crate::cluster::BackendKind,
+    pub brokers: usize,
+    pub prefix: String,
     pub topic: String,
     pub output_topic: String,
     pub group: String,
