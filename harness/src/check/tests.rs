@@ -1,0 +1,379 @@
+//! Checkers are the product's heart: every violation kind has unit tests with its witnesses
+//! and words, and property tests compare each checker with a brute-force reference on
+//! generated synthetic traces.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::cluster::BackendKind;
+use crate::trace::*;
+
+/// Builds traces by hand: every call is one event, one microsecond after the previous.
+struct T {
+    trace: Trace,
+    now: u64,
+    partitions: i32,
+}
+
+impl T {
+    fn new(sink: SinkSemantics, partitions: i32, messages: u64) -> T {
+        let case = CaseInfo { topic: "t".into(), group: "g".into(), partitions, backend: BackendKind::Embedded, sink };
+        let mut t = T { trace: Trace::new(case), now: 0, partitions };
+        for id in 0..messages {
+            let msg = t.msg(id);
+            t.push(0, EventKind::Produced { msg, key: format!("k{}", id % 3) });
+        }
+        if sink == SinkSemantics::Upsert || sink == SinkSemantics::Append {
+            t.trace.state = Some(vec![]);
+        }
+        t
+    }
+    /// Message `id`: partition `id % partitions`, offset `id / partitions`.
+    fn msg(&self, id: u64) -> MessageRef {
+        MessageRef { id, partition: (id % self.partitions as u64) as i32, offset: (id / self.partitions as u64) as i64 }
+    }
+    fn push(&mut self, inc: Incarnation, kind: EventKind) -> &mut Self {
+        self.now += 1;
+        self.trace.events.push(Event { at_us: self.now, inc, kind });
+        self
+    }
+    fn start(&mut self, inc: Incarnation) -> &mut Self {
+        self.push(inc, EventKind::Started { primary: true, faults: vec![] })
+    }
+    fn apply(&mut self, inc: Incarnation, id: u64) -> &mut Self {
+        let msg = self.msg(id);
+        self.push(inc, EventKind::Applied { msg })
+    }
+    fn commit(&mut self, inc: Incarnation, partition: i32, offset: i64) -> &mut Self {
+        let at = self.now + 1;
+        self.push(inc, EventKind::Committed { offsets: vec![PartitionOffset { partition, offset }], mode: CommitMode::Sync, requested_at_us: at })
+    }
+    fn crash(&mut self, inc: Incarnation, point: &str) -> &mut Self {
+        self.push(inc, EventKind::Crashed { point: point.into(), hit: 1 })
+    }
+    fn drained(&mut self) -> &mut Self {
+        self.push(0, EventKind::Drained)
+    }
+    fn done(&self) -> Trace {
+        self.trace.clone()
+    }
+}
+
+#[test]
+fn a_message_never_applied_is_lost_and_the_commit_and_crash_that_lost_it_are_named() {
+    let mut t = T::new(SinkSemantics::Ledger, 1, 2);
+    t.start(1).apply(1, 0).commit(1, 0, 2).crash(1, "after-commit").start(2).drained();
+    let v = check(&t.done(), Guarantee::AtLeastOnce).unwrap();
+    let lost: Vec<_> = v.violations.iter().filter(|v| v.kind() == ViolationKind::Lost).collect();
+    assert_eq!(lost.len(), 1);
+    match lost[0] {
+        Violation::Lost { msg, commit: Some(c), death: Some(d) } => {
+            assert_eq!(msg.id, 1);
+            assert_eq!((c.inc, c.offset), (1, 2));
+            assert_eq!(d.inc, 1);
+            assert!(d.how.contains("after-commit"));
+        }
+        other => panic!("no witnesses: {other:?}"),
+    }
+    let words = lost[0].to_string();
+    assert!(words.starts_with("message 1 (partition 0, offset 1) was lost"), "{words}");
+    assert!(words.contains("offset 2 was committed by incarnation 1"), "{words}");
+    assert!(words.contains("then incarnation 1 crashed at `after-commit` hit #1"), "{words}");
+    assert_eq!(v.primary_kind(), Some(ViolationKind::Lost));
+}
+
+#[test]
+fn process_then_commit_with_every_message_applied_holds_at_least_once() {
+    let mut t = T::new(SinkSemantics::Ledger, 2, 4);
+    t.start(1);
+    for id in 0..4 {
+        let m = t.msg(id);
+        t.apply(1, id).commit(1, m.partition, m.offset + 1);
+    }
+    t.drained();
+    assert!(check(&t.done(), Guarantee::AtLeastOnce).unwrap().holds());
+}
+
+#[test]
+fn an_effect_applied_twice_is_a_duplicate_with_the_crash_that_caused_the_redelivery() {
+    let mut t = T::new(SinkSemantics::Ledger, 1, 1);
+    t.start(1).apply(1, 0).crash(1, "before-commit").start(2).apply(2, 0).commit(2, 0, 1).drained();
+    let v = check(&t.done(), Guarantee::AtMostOnce).unwrap();
+    assert_eq!(v.kinds(), vec![ViolationKind::Duplicated]);
+    match &v.violations[0] {
+        Violation::Duplicated { msg, count, by, death: Some(d) } => {
+            assert_eq!((msg.id, *count), (0, 2));
+            assert_eq!(by, &vec![1, 2]);
+            assert!(d.how.contains("before-commit"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The same trace keeps at-least-once.
+    assert!(check(&t.done(), Guarantee::AtLeastOnce).unwrap().holds());
+}
+
+#[test]
+fn upsert_state_equal_to_applying_each_input_once_is_effectively_once_even_with_redelivery() {
+    let mut t = T::new(SinkSemantics::Upsert, 1, 4);
+    t.start(1).apply(1, 0).apply(1, 1).crash(1, "before-commit").start(2);
+    for id in 0..4 {
+        t.apply(2, id);
+    }
+    t.commit(2, 0, 4).drained();
+    // keys k0: ids 0, 3 → last is 3; k1: 1; k2: 2.
+    t.trace.state = Some(vec![("k0".into(), 3), ("k1".into(), 1), ("k2".into(), 2)]);
+    assert!(check(&t.done(), Guarantee::EffectivelyOnce).unwrap().holds());
+}
+
+#[test]
+fn an_appended_row_per_redelivery_is_a_state_mismatch_naming_the_key() {
+    let mut t = T::new(SinkSemantics::Append, 1, 2);
+    t.start(1).apply(1, 0).crash(1, "after-sink-write").start(2).apply(2, 0).apply(2, 1).commit(2, 0, 2).drained();
+    t.trace.state = Some(vec![("k0".into(), 0), ("k0".into(), 0), ("k1".into(), 1)]);
+    let v = check(&t.done(), Guarantee::EffectivelyOnce).unwrap();
+    assert_eq!(v.kinds(), vec![ViolationKind::StateMismatch]);
+    assert_eq!(
+        v.violations[0],
+        Violation::StateMismatch { key: "k0".into(), expected: vec![0], actual: vec![0, 0] }
+    );
+    assert!(v.violations[0].to_string().contains("\"k0\""));
+}
+
+#[test]
+fn the_read_committed_output_must_hold_each_input_exactly_once() {
+    let mut t = T::new(SinkSemantics::OutputTopic, 1, 3);
+    t.start(1).crash(1, "after-commit-transaction").start(2).drained();
+    t.trace.output = Some(vec![0, 0, 2]);
+    let v = check(&t.done(), Guarantee::ExactlyOnceTransactional).unwrap();
+    assert_eq!(v.kinds(), vec![ViolationKind::OutputLost, ViolationKind::OutputDuplicated]);
+    assert!(matches!(&v.violations[0], Violation::OutputLost { msg } if msg.id == 1));
+    assert!(matches!(&v.violations[1], Violation::OutputDuplicated { msg, count: 2, death: Some(_) } if msg.id == 0));
+    t.trace.output = Some(vec![2, 0, 1]);
+    assert!(check(&t.done(), Guarantee::ExactlyOnceTransactional).unwrap().holds());
+}
+
+#[test]
+fn a_commit_lower_than_an_earlier_one_goes_backwards() {
+    let mut t = T::new(SinkSemantics::Ledger, 1, 3);
+    t.start(1).apply(1, 0).apply(1, 1).apply(1, 2).commit(1, 0, 3).start(2).commit(2, 0, 1).drained();
+    let v = check(&t.done(), Guarantee::AtLeastOnce).unwrap();
+    assert_eq!(v.kinds(), vec![ViolationKind::CommitBackwards]);
+    assert!(matches!(&v.violations[0], Violation::CommitBackwards { partition: 0, from: 3, to: 1, commit } if commit.inc == 2));
+    // Read from the broker too.
+    let mut t = T::new(SinkSemantics::Ledger, 1, 1);
+    t.start(1).apply(1, 0);
+    t.push(0, EventKind::BrokerCommitted { offsets: vec![(0, Some(1))] });
+    t.push(0, EventKind::BrokerCommitted { offsets: vec![(0, Some(0))] });
+    t.drained();
+    assert_eq!(commit_backwards(&t.done()).len(), 1);
+}
+
+#[test]
+fn committing_past_a_message_not_yet_applied_is_committed_too_far_once_per_message() {
+    let mut t = T::new(SinkSemantics::Ledger, 1, 2);
+    t.start(1).commit(1, 0, 1).apply(1, 0).commit(1, 0, 2).commit(1, 0, 2).apply(1, 1).drained();
+    let v = check(&t.done(), Guarantee::AtLeastOnce).unwrap();
+    assert_eq!(v.kinds(), vec![ViolationKind::CommittedTooFar]);
+    assert_eq!(v.violations.len(), 2, "{:#?}", v.violations);
+    assert!(matches!(&v.violations[0], Violation::CommittedTooFar { unprocessed, count: 1, .. } if unprocessed.id == 0));
+    // At-most-once commits first by design: not a violation there.
+    assert!(check(&t.done(), Guarantee::AtMostOnce).unwrap().holds());
+}
+
+#[test]
+fn transactional_commits_are_judged_on_the_output_not_on_processing_order() {
+    let mut t = T::new(SinkSemantics::Ledger, 1, 1);
+    t.start(1);
+    t.push(1, EventKind::Committed { offsets: vec![PartitionOffset { partition: 0, offset: 1 }], mode: CommitMode::Transaction, requested_at_us: 1 });
+    t.apply(1, 0).drained();
+    assert!(committed_too_far(&t.done()).is_empty());
+}
+
+#[test]
+fn a_group_that_does_not_drain_is_stuck() {
+    let mut t = T::new(SinkSemantics::Ledger, 1, 1);
+    t.start(1).apply(1, 0);
+    t.push(0, EventKind::Stuck { lag: vec![(0, 1)], waited_ms: 5000 });
+    let v = check(&t.done(), Guarantee::AtLeastOnce).unwrap();
+    assert_eq!(v.kinds(), vec![ViolationKind::Stuck]);
+    assert!(v.violations[0].to_string().contains("partition 0: 1"));
+}
+
+#[test]
+fn malformed_traces_are_errors_not_verdicts() {
+    // Out of time order.
+    let mut t = T::new(SinkSemantics::Ledger, 1, 1);
+    t.start(1).apply(1, 0);
+    let mut bad = t.done();
+    bad.events.swap(0, 2);
+    assert!(matches!(check(&bad, Guarantee::AtLeastOnce), Err(crate::Error::MalformedTrace(_))));
+    // An effect of a message at an offset the broker did not give it.
+    let mut bad = t.done();
+    bad.events.push(Event { at_us: 99, inc: 1, kind: EventKind::Applied { msg: MessageRef { id: 0, partition: 0, offset: 7 } } });
+    assert!(matches!(check(&bad, Guarantee::AtLeastOnce), Err(crate::Error::MalformedTrace(_))));
+    // An event of an incarnation that never started.
+    let mut bad = t.done();
+    bad.events.push(Event { at_us: 99, inc: 9, kind: EventKind::Crashed { point: "x".into(), hit: 1 } });
+    assert!(matches!(check(&bad, Guarantee::AtLeastOnce), Err(crate::Error::MalformedTrace(_))));
+    // A stateful sink whose state was never read back.
+    let mut t = T::new(SinkSemantics::Upsert, 1, 1);
+    t.trace.state = None;
+    assert!(matches!(check(&t.done(), Guarantee::EffectivelyOnce), Err(crate::Error::MalformedTrace(_))));
+    // Another format version.
+    let mut bad = T::new(SinkSemantics::Ledger, 1, 1).done();
+    bad.version = 99;
+    assert!(check(&bad, Guarantee::AtLeastOnce).is_err());
+}
+
+#[test]
+fn a_guarantee_is_refused_with_a_sink_that_cannot_judge_it() {
+    let t = T::new(SinkSemantics::Ledger, 1, 1).done();
+    assert!(matches!(check(&t, Guarantee::EffectivelyOnce), Err(crate::Error::Config(_))));
+    assert!(matches!(check(&t, Guarantee::ExactlyOnceTransactional), Err(crate::Error::Config(_))));
+}
+
+// ---- property tests against brute-force references ----
+
+#[derive(Debug, Clone)]
+enum Op {
+    Apply(u64),
+    Commit(i32, i64),
+    Crash,
+}
+
+fn synthetic() -> impl Strategy<Value = Trace> {
+    (1i32..=3, 1u64..=8, any::<bool>())
+        .prop_flat_map(|(partitions, messages, upsert)| {
+            let op = prop_oneof![
+                (0..messages).prop_map(Op::Apply),
+                (0..partitions, 0i64..=4).prop_map(|(p, o)| Op::Commit(p, o)),
+                Just(Op::Crash),
+            ];
+            let state = proptest::collection::vec((0u64..3, 0..messages), 0..6);
+            (Just(partitions), Just(messages), Just(upsert), proptest::collection::vec((1u32..=3, op), 0..24), state)
+        })
+        .prop_map(|(partitions, messages, upsert, ops, state)| {
+            let sink = if upsert { SinkSemantics::Upsert } else { SinkSemantics::Append };
+            let mut t = T::new(sink, partitions, messages);
+            t.start(1).start(2).start(3);
+            for (inc, op) in ops {
+                match op {
+                    Op::Apply(id) => t.apply(inc, id),
+                    Op::Commit(p, o) => t.commit(inc, p, o),
+                    Op::Crash => t.crash(inc, "p"),
+                };
+            }
+            t.drained();
+            t.trace.state = Some(state.into_iter().map(|(k, id)| (format!("k{k}"), id)).collect());
+            t.done()
+        })
+}
+
+fn ref_counts(t: &Trace, id: u64) -> usize {
+    t.events.iter().filter(|e| matches!(&e.kind, EventKind::Applied { msg } if msg.id == id)).count()
+}
+
+fn ref_produced(t: &Trace) -> Vec<(MessageRef, String)> {
+    t.events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Produced { msg, key } => Some((*msg, key.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn lost_and_duplicated_agree_with_counting_by_hand(t in synthetic()) {
+        let lost: Vec<u64> = lost(&t).iter().filter_map(|v| v.message()).map(|m| m.id).collect();
+        let dup: Vec<u64> = duplicated(&t).iter().filter_map(|v| v.message()).map(|m| m.id).collect();
+        let mut ref_lost = vec![];
+        let mut ref_dup = vec![];
+        for (m, _) in ref_produced(&t) {
+            match ref_counts(&t, m.id) {
+                0 => ref_lost.push(m.id),
+                1 => {}
+                _ => ref_dup.push(m.id),
+            }
+        }
+        prop_assert_eq!(lost, ref_lost);
+        prop_assert_eq!(dup, ref_dup);
+    }
+
+    #[test]
+    fn state_mismatch_agrees_with_replaying_every_input_once(t in synthetic()) {
+        let produced = ref_produced(&t);
+        // S* by brute force: replay inputs in (partition, offset) order into a map or a list.
+        let mut order = produced.clone();
+        order.sort_by_key(|(m, _)| (m.partition, m.offset));
+        let mut expected: Vec<(String, u64)> = vec![];
+        for (m, k) in &order {
+            if t.case.sink == SinkSemantics::Upsert {
+                expected.retain(|(key, _)| key != k);
+            }
+            expected.push((k.clone(), m.id));
+        }
+        let mut keys: Vec<String> = expected.iter().map(|(k, _)| k.clone()).chain(t.state.clone().unwrap().into_iter().map(|(k, _)| k)).collect();
+        keys.sort();
+        keys.dedup();
+        let ids = |rows: &[(String, u64)], k: &str| { let mut v: Vec<u64> = rows.iter().filter(|(key, _)| key == k).map(|(_, i)| *i).collect(); v.sort(); v };
+        let ref_bad: Vec<String> = keys.into_iter().filter(|k| ids(&expected, k) != ids(t.state.as_ref().unwrap(), k)).collect();
+        let got: Vec<String> = state_mismatch(&t).unwrap().into_iter().map(|v| match v { Violation::StateMismatch { key, .. } => key, _ => unreachable!() }).collect();
+        prop_assert_eq!(got, ref_bad);
+    }
+
+    #[test]
+    fn commit_checks_agree_with_scanning_every_earlier_event(t in synthetic()) {
+        let commits: Vec<(usize, i32, i64, u64)> = t.events.iter().enumerate().filter_map(|(i, e)| match &e.kind {
+            EventKind::Committed { offsets, requested_at_us, .. } => Some((i, offsets[0].partition, offsets[0].offset, *requested_at_us)),
+            _ => None,
+        }).collect();
+        // Backwards: some earlier commit on the partition was higher.
+        let ref_back = commits.iter().filter(|(i, p, o, _)| commits.iter().any(|(j, q, r, _)| j < i && q == p && r > o)).count();
+        prop_assert_eq!(commit_backwards(&t).len(), ref_back);
+        // Too far: the first unprocessed message below each commit, distinct per (partition, message).
+        let mut ref_far: Vec<(i32, u64)> = vec![];
+        for (_, p, o, at) in &commits {
+            let mut below: Vec<MessageRef> = ref_produced(&t).into_iter().map(|(m, _)| m)
+                .filter(|m| m.partition == *p && m.offset < *o)
+                .filter(|m| !t.events.iter().any(|e| e.at_us <= *at && matches!(&e.kind, EventKind::Applied { msg } if msg.id == m.id)))
+                .collect();
+            below.sort_by_key(|m| m.offset);
+            if let Some(first) = below.first() {
+                if !ref_far.contains(&(*p, first.id)) {
+                    ref_far.push((*p, first.id));
+                }
+            }
+        }
+        let got: Vec<(i32, u64)> = committed_too_far(&t).into_iter().map(|v| match v { Violation::CommittedTooFar { partition, unprocessed, .. } => (partition, unprocessed.id), _ => unreachable!() }).collect();
+        prop_assert_eq!(got, ref_far);
+    }
+
+    #[test]
+    fn each_guarantee_holds_exactly_when_none_of_its_breaking_anomalies_occur(t in synthetic()) {
+        for g in [Guarantee::AtLeastOnce, Guarantee::AtMostOnce, Guarantee::EffectivelyOnce] {
+            let v = check(&t, g).unwrap();
+            let any = g.breaking_kinds().iter().any(|k| match k {
+                ViolationKind::Lost => !lost(&t).is_empty(),
+                ViolationKind::Duplicated => !duplicated(&t).is_empty(),
+                ViolationKind::StateMismatch => !state_mismatch(&t).unwrap().is_empty(),
+                ViolationKind::CommitBackwards => !commit_backwards(&t).is_empty(),
+                ViolationKind::CommittedTooFar => !committed_too_far(&t).is_empty(),
+                ViolationKind::Stuck => !stuck(&t).is_empty(),
+                _ => false,
+            });
+            prop_assert_eq!(v.holds(), !any);
+            // Most severe first.
+            prop_assert!(v.violations.windows(2).all(|w| w[0].kind() <= w[1].kind()));
+        }
+    }
+
+    #[test]
+    fn traces_survive_a_json_round_trip(t in synthetic()) {
+        let back: Trace = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        prop_assert_eq!(back, t);
+    }
+}
