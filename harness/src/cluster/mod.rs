@@ -190,6 +190,16 @@ impl ClusterConfig {
     }
 }
 
+/// `Ok(endpoint)` when a Docker engine answers; the reason otherwise.
+pub fn docker_available() -> std::result::Result<String, String> {
+    containers::docker_answers()
+}
+
+/// `Ok` when `libs` holds a Kafka broker classpath and `java` runs.
+pub fn local_available(libs: &std::path::Path) -> std::result::Result<(), String> {
+    local::check_libs(libs)
+}
+
 fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
@@ -285,13 +295,12 @@ impl Cluster {
             BackendKind::External => Box::new(external::External::new(&config)?),
             BackendKind::Embedded => Box::new(embedded::Embedded::start(brokers)?),
         };
-        let cluster = Cluster {
-            backend,
-            brokers,
-            prefix: config.prefix.clone(),
-            ready_timeout: config.ready_timeout,
-            reason,
+        // Someone else's cluster either answers or it does not: do not wait as for a JVM start.
+        let ready_timeout = match kind {
+            BackendKind::External => config.ready_timeout.min(Duration::from_secs(15)),
+            _ => config.ready_timeout,
         };
+        let cluster = Cluster { backend, brokers, prefix: config.prefix.clone(), ready_timeout, reason };
         if let Err(e) = cluster.wait_ready() {
             let _ = cluster.shutdown();
             return Err(e);

@@ -1,0 +1,224 @@
+//! Backend conformance: the same test bodies against every backend this machine can run
+//! (containers when a Docker engine answers, local when the Kafka jars are present, embedded
+//! always). A backend the machine cannot run is reported, not silently passed.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use kafka_harness::{BackendKind, Cluster, ClusterConfig};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+
+/// One cluster at a time on this 2-core machine.
+static ONE_CLUSTER: Mutex<()> = Mutex::new(());
+
+fn available() -> Vec<BackendKind> {
+    let mut out = vec![];
+    match kafka_harness::cluster::docker_available() {
+        Ok(_) => out.push(BackendKind::Containers),
+        Err(e) => eprintln!("backend containers not available here: {e}"),
+    }
+    let libs = ClusterConfig::from_env().map(|c| c.kafka_libs).unwrap_or_default();
+    match kafka_harness::cluster::local_available(&libs) {
+        Ok(()) => out.push(BackendKind::Local),
+        Err(e) => eprintln!("backend local not available here: {e}"),
+    }
+    out.push(BackendKind::Embedded);
+    out
+}
+
+fn start(kind: BackendKind, brokers: usize) -> Result<(Cluster, Duration)> {
+    let t = Instant::now();
+    let c = Cluster::start(ClusterConfig::from_env()?.backend(kind).brokers(brokers))?;
+    Ok((c, t.elapsed()))
+}
+
+fn produce(c: &Cluster, topic: &str, range: std::ops::Range<u32>) -> Result<Vec<u32>> {
+    let p: BaseProducer = c.client_config().set("acks", "all").set("enable.idempotence", "true").create()?;
+    for i in range.clone() {
+        let v = i.to_string();
+        loop {
+            match p.send(BaseRecord::<str, str>::to(topic).key("k").payload(&v)) {
+                Ok(()) => break,
+                Err((_, _)) => {
+                    p.poll(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(60))?;
+    Ok(range.collect())
+}
+
+fn consumer(c: &Cluster, group: &str, extra: &[(&str, &str)]) -> Result<BaseConsumer> {
+    let mut cfg = c.client_config();
+    cfg.set("group.id", group).set("enable.auto.commit", "false").set("auto.offset.reset", "earliest").set("session.timeout.ms", "6000");
+    for (k, v) in extra {
+        cfg.set(*k, *v);
+    }
+    Ok(cfg.create()?)
+}
+
+/// Poll until `n` messages arrived or `timeout`.
+fn read(consumer: &BaseConsumer, n: usize, timeout: Duration) -> Result<Vec<u32>> {
+    let t = Instant::now();
+    let mut got = vec![];
+    while got.len() < n && t.elapsed() < timeout {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m?;
+            got.push(std::str::from_utf8(m.payload().unwrap_or_default())?.parse()?);
+        }
+    }
+    Ok(got)
+}
+
+fn round_trip(c: &Cluster) -> Result<()> {
+    let topic = c.topic_name("round-trip");
+    let group = c.topic_name("round-trip.group");
+    c.create_topic(&topic, 1)?;
+    produce(c, &topic, 0..10)?;
+    let first = consumer(c, &group, &[])?;
+    first.subscribe(&[&topic])?;
+    let got = read(&first, 4, Duration::from_secs(30))?;
+    assert_eq!(got, vec![0, 1, 2, 3], "first consumer reads from the start");
+    first.commit_consumer_state(CommitMode::Sync)?;
+    drop(first);
+    let second = consumer(c, &group, &[])?;
+    second.subscribe(&[&topic])?;
+    let got = read(&second, 6, Duration::from_secs(30))?;
+    assert_eq!(got, (4..10).collect::<Vec<_>>(), "a new consumer in the group resumes after the commit");
+    drop(second);
+    c.delete_topics(&[&topic])?;
+    c.delete_groups(&[&group])?;
+    Ok(())
+}
+
+#[test]
+fn produce_consume_commit_and_a_new_group_member_resumes_after_the_commit_on_every_backend() -> Result<()> {
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    for kind in available() {
+        let (c, ready) = start(kind, 1)?;
+        eprintln!("MEASURE {kind} 1-broker ready in {} ms", ready.as_millis());
+        round_trip(&c).with_context(|| format!("round trip on {kind}"))?;
+        c.shutdown()?;
+    }
+    Ok(())
+}
+
+#[test]
+fn three_brokers_survive_a_hard_kill_without_losing_acknowledged_writes_and_keep_addresses() -> Result<()> {
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    let real: Vec<_> = available().into_iter().filter(|k| *k != BackendKind::Embedded).collect();
+    if real.is_empty() {
+        bail!("no real-broker backend on this machine: run ci/setup");
+    }
+    for kind in real {
+        let (c, ready) = start(kind, 3)?;
+        eprintln!("MEASURE {kind} 3-broker ready in {} ms", ready.as_millis());
+        let bootstrap = c.bootstrap_servers();
+        let topic = c.topic_name("survive");
+        c.create_topic_with(&topic, 3, &[("min.insync.replicas", "2")])?;
+        let mut acked = produce(&c, &topic, 0..50)?;
+        c.kill_broker(1)?;
+        // acks=all with min ISR 2 of 3: writes keep being acknowledged with one broker down.
+        acked.extend(produce(&c, &topic, 50..100)?);
+        let group = c.topic_name("survive.group");
+        let during = consumer(&c, &group, &[])?;
+        during.subscribe(&[&topic])?;
+        let seen_during = read(&during, 100, Duration::from_secs(60))?;
+        drop(during);
+        let t = Instant::now();
+        c.restart_broker(1)?;
+        eprintln!("MEASURE {kind} broker restart-to-ready in {} ms", t.elapsed().as_millis());
+        assert_eq!(c.bootstrap_servers(), bootstrap, "addresses unchanged after restart");
+        acked.extend(produce(&c, &topic, 100..120)?);
+        let after = consumer(&c, &c.topic_name("survive.after"), &[])?;
+        after.subscribe(&[&topic])?;
+        let mut all = read(&after, acked.len(), Duration::from_secs(60))?;
+        all.sort();
+        assert_eq!(all, acked, "{kind}: every acknowledged write is readable after kill + restart");
+        assert_eq!(seen_during.len(), 100, "{kind}: consuming continued while a broker was down");
+        c.shutdown()?;
+    }
+    Ok(())
+}
+
+fn transactions(c: &Cluster) -> Result<()> {
+    let topic = c.topic_name("txn");
+    c.create_topic(&topic, 1)?;
+    let p: BaseProducer = c
+        .client_config()
+        .set("transactional.id", c.topic_name("txn.id"))
+        .set("enable.idempotence", "true")
+        .create()?;
+    p.init_transactions(Duration::from_secs(30))?;
+    p.begin_transaction()?;
+    for v in ["c1", "c2"] {
+        p.send(BaseRecord::<str, str>::to(&topic).payload(v)).map_err(|(e, _)| e)?;
+    }
+    p.commit_transaction(Duration::from_secs(30))?;
+    p.begin_transaction()?;
+    p.send(BaseRecord::<str, str>::to(&topic).payload("aborted")).map_err(|(e, _)| e)?;
+    p.flush(Duration::from_secs(30))?;
+    p.abort_transaction(Duration::from_secs(30))?;
+    p.begin_transaction()?;
+    p.send(BaseRecord::<str, str>::to(&topic).payload("c3")).map_err(|(e, _)| e)?;
+    p.commit_transaction(Duration::from_secs(30))?;
+    let read_as = |isolation: &str| -> Result<Vec<String>> {
+        let consumer = consumer(c, &c.topic_name(&format!("txn.{isolation}")), &[("isolation.level", isolation)])?;
+        consumer.subscribe(&[&topic])?;
+        let t = Instant::now();
+        let mut got = vec![];
+        while t.elapsed() < Duration::from_secs(15) && got.len() < 4 {
+            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                got.push(String::from_utf8_lossy(m?.payload().unwrap_or_default()).into_owned());
+            }
+        }
+        Ok(got)
+    };
+    assert_eq!(read_as("read_committed")?, vec!["c1", "c2", "c3"], "committed visible, aborted not");
+    assert_eq!(read_as("read_uncommitted")?, vec!["c1", "c2", "aborted", "c3"], "the aborted record was written");
+    Ok(())
+}
+
+#[test]
+fn committed_transactions_are_visible_to_read_committed_and_aborted_ones_are_not() -> Result<()> {
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    let real: Vec<_> = available().into_iter().filter(|k| *k != BackendKind::Embedded).collect();
+    if real.is_empty() {
+        bail!("no real-broker backend on this machine: run ci/setup");
+    }
+    for kind in real {
+        let (c, _) = start(kind, 1)?;
+        transactions(&c).with_context(|| format!("transactions on {kind}"))?;
+        c.shutdown()?;
+    }
+    Ok(())
+}
+
+#[test]
+fn the_embedded_backend_starts_fast_and_says_it_cannot_judge_transactions() -> Result<()> {
+    let (c, ready) = start(BackendKind::Embedded, 1)?;
+    eprintln!("MEASURE embedded ready in {} ms", ready.as_millis());
+    assert!(!c.backend().transactions_faithful());
+    let err = kafka_harness::Harness::new(kafka_harness::Guarantee::ExactlyOnceTransactional)
+        .cluster(std::sync::Arc::new(c))
+        .check(|_ctx| Ok(()))
+        .expect_err("must refuse");
+    let text = err.to_string();
+    assert!(text.contains("embedded") && text.contains("transactions"), "{text}");
+    Ok(())
+}
+
+#[test]
+fn broker_faults_the_embedded_mock_cannot_inject_are_clear_errors() -> Result<()> {
+    let (c, _) = start(BackendKind::Embedded, 1)?;
+    let err = c.pause_broker(0).expect_err("the mock has no pause");
+    assert!(err.to_string().contains("cannot pause"), "{err}");
+    let err = c.kill_broker(5).expect_err("no such broker");
+    assert!(err.to_string().contains("broker 5 does not exist"), "{err}");
+    Ok(())
+}
