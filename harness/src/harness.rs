@@ -235,7 +235,9 @@ impl Harness {
     where
         F: Fn(&mut WorkerCtx) -> std::result::Result<(), WorkerError>,
     {
-        let Some(spec) = WorkerSpec::from_env()? else { return Ok(false) };
+        let Some(spec) = WorkerSpec::from_env()? else {
+            return Ok(false);
+        };
         if spec.name != self.resolved_name() {
             return Ok(true);
         }
@@ -254,7 +256,9 @@ impl Harness {
                 self.sink.name()
             )));
         }
-        if self.guarantee == Guarantee::ExactlyOnceTransactional && !cluster.backend().transactions_faithful() {
+        if self.guarantee == Guarantee::ExactlyOnceTransactional
+            && !cluster.backend().transactions_faithful()
+        {
             return Err(Error::Unsupported {
                 guarantee: self.guarantee.to_string(),
                 backend: cluster.backend().to_string(),
@@ -265,7 +269,13 @@ impl Harness {
     }
 
     fn runner(&self, cluster: Arc<Cluster>) -> CaseRunner {
-        CaseRunner { cluster, launch: self.launch(), name: self.resolved_name(), sink: self.sink.clone(), timing: self.timing }
+        CaseRunner {
+            cluster,
+            launch: self.launch(),
+            name: self.resolved_name(),
+            sink: self.sink.clone(),
+            timing: self.timing,
+        }
     }
 
     /// Run one schedule once and judge it.
@@ -274,21 +284,38 @@ impl Harness {
         F: Fn(&mut WorkerCtx) -> std::result::Result<(), WorkerError>,
     {
         if self.serve_if_worker(&worker)? {
-            return Err(Error::Worker("this process is a worker for another harness".into()));
+            return Err(Error::Worker(
+                "this process is a worker for another harness".into(),
+            ));
         }
         let runner = self.runner(self.cluster_for_run()?);
         let (result, _dir) = self.run_once(&runner, schedule, 0)?;
         Ok(result)
     }
 
-    fn run_once(&self, runner: &CaseRunner, schedule: &Schedule, case_no: u64) -> Result<(CaseResult, tempfile::TempDir)> {
+    fn run_once(
+        &self,
+        runner: &CaseRunner,
+        schedule: &Schedule,
+        case_no: u64,
+    ) -> Result<(CaseResult, tempfile::TempDir)> {
         let mut outcome = runner.run(schedule, case_no)?;
         if std::env::var_os("KAFKA_HARNESS_KEEP_CASES").is_some() {
             outcome.dir.disable_cleanup(true);
-            eprintln!("kafka-harness: case {case_no} kept in {}", outcome.dir.path().display());
+            eprintln!(
+                "kafka-harness: case {case_no} kept in {}",
+                outcome.dir.path().display()
+            );
         }
         let verdict = check(&outcome.trace, self.guarantee)?;
-        Ok((CaseResult { verdict, trace: outcome.trace, elapsed: outcome.elapsed }, outcome.dir))
+        Ok((
+            CaseResult {
+                verdict,
+                trace: outcome.trace,
+                elapsed: outcome.elapsed,
+            },
+            outcome.dir,
+        ))
     }
 
     /// Generate schedules, run them, and on failure shrink, confirm and save. Passing returns
@@ -321,7 +348,17 @@ impl Harness {
         if !first.verdict.holds() {
             let kind = first.verdict.primary_kind();
             if !is_latent(kind) {
-                return self.fail(&runner, discovery, first, dir, kind, "discovery".into(), 0, 0, &mut next_case);
+                return self.fail(
+                    &runner,
+                    discovery,
+                    first,
+                    dir,
+                    kind,
+                    "discovery".into(),
+                    0,
+                    0,
+                    &mut next_case,
+                );
             }
             latent = Some(Latent::Discovery(discovery, first, dir));
         }
@@ -331,16 +368,35 @@ impl Harness {
             max: self.workload,
             faults: self.faults.clone(),
             kinds: self.kinds,
-            brokers: if cluster.backend() == crate::BackendKind::External { 0 } else { cluster.broker_count() },
+            brokers: if cluster.backend() == crate::BackendKind::External {
+                0
+            } else {
+                cluster.broker_count()
+            },
         };
-        let mut config = ProptestConfig::default();
-        config.cases = self.cases.or_else(|| env_u32("PROPTEST_CASES")).unwrap_or(16);
+        let config = ProptestConfig {
+            cases: self
+                .cases
+                .or_else(|| env_u32("PROPTEST_CASES"))
+                .unwrap_or(16),
+            ..ProptestConfig::default()
+        };
         let seed = seed();
-        let mut rng_runner = TestRunner::new_with_rng(config.clone(), TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
+        let mut rng_runner = TestRunner::new_with_rng(
+            config.clone(),
+            TestRng::from_seed(RngAlgorithm::ChaCha, &seed),
+        );
         let strategy = space.strategy();
-        let mut summary = Summary { name: name.clone(), discovered_points: points, backend: Some(cluster.backend()), ..Summary::default() };
+        let mut summary = Summary {
+            name: name.clone(),
+            discovered_points: points,
+            backend: Some(cluster.backend()),
+            ..Summary::default()
+        };
         for case in 0..config.cases {
-            let tree = strategy.new_tree(&mut rng_runner).map_err(|e| Error::Config(format!("schedule generation: {e}")))?;
+            let tree = strategy
+                .new_tree(&mut rng_runner)
+                .map_err(|e| Error::Config(format!("schedule generation: {e}")))?;
             let schedule = tree.current();
             let (result, dir) = self.run_once(&runner, &schedule, next_case())?;
             summary.cases += 1;
@@ -355,16 +411,44 @@ impl Harness {
                 }
                 continue;
             }
-            return self.shrink(&runner, Box::new(tree), result, dir, kind, hex(&seed), case + 1, &mut next_case);
+            return self.shrink(
+                &runner,
+                Box::new(tree),
+                result,
+                dir,
+                kind,
+                hex(&seed),
+                case + 1,
+                &mut next_case,
+            );
         }
         match latent {
             Some(Latent::Case(tree, result, dir, case)) => {
                 let kind = result.verdict.primary_kind();
-                return self.shrink(&runner, tree, result, dir, kind, hex(&seed), case, &mut next_case);
+                return self.shrink(
+                    &runner,
+                    tree,
+                    result,
+                    dir,
+                    kind,
+                    hex(&seed),
+                    case,
+                    &mut next_case,
+                );
             }
             Some(Latent::Discovery(schedule, result, dir)) => {
                 let kind = result.verdict.primary_kind();
-                return self.fail(&runner, schedule, result, dir, kind, hex(&seed), 0, summary.cases, &mut next_case);
+                return self.fail(
+                    &runner,
+                    schedule,
+                    result,
+                    dir,
+                    kind,
+                    hex(&seed),
+                    0,
+                    summary.cases,
+                    &mut next_case,
+                );
             }
             None => {}
         }
@@ -383,7 +467,13 @@ impl Harness {
     ) -> Result<Option<(CaseResult, tempfile::TempDir)>> {
         for _ in 0..tries {
             let (result, dir) = self.run_once(runner, schedule, next_case())?;
-            if !result.verdict.holds() && (kind.is_none() || result.verdict.kinds().contains(&kind.unwrap_or(ViolationKind::Stuck))) {
+            if !result.verdict.holds()
+                && (kind.is_none()
+                    || result
+                        .verdict
+                        .kinds()
+                        .contains(&kind.unwrap_or(ViolationKind::Stuck)))
+            {
                 return Ok(Some((result, dir)));
             }
         }
@@ -405,10 +495,14 @@ impl Harness {
         let config = ProptestConfig::default();
         let max_iters = env_u32("PROPTEST_MAX_SHRINK_ITERS").unwrap_or(48);
         let max_time = match config.max_shrink_time {
-            0 => Duration::from_secs(env_u32("KAFKA_HARNESS_MAX_SHRINK_SECS").unwrap_or(600) as u64),
+            0 => {
+                Duration::from_secs(env_u32("KAFKA_HARNESS_MAX_SHRINK_SECS").unwrap_or(600) as u64)
+            }
             ms => Duration::from_millis(ms as u64),
         };
-        let tries = env_u32("KAFKA_HARNESS_SHRINK_TRIES").unwrap_or(self.tries).max(1);
+        let tries = env_u32("KAFKA_HARNESS_SHRINK_TRIES")
+            .unwrap_or(self.tries)
+            .max(1);
         let started = Instant::now();
         let mut schedule = tree.current();
         let mut steps = 0;
@@ -416,7 +510,11 @@ impl Harness {
         // proptest's shrink loop: simplify while the candidate still fails, complicate when it passes.
         let mut simplify = true;
         while iters < max_iters && started.elapsed() < max_time {
-            let moved = if simplify { tree.simplify() } else { tree.complicate() };
+            let moved = if simplify {
+                tree.simplify()
+            } else {
+                tree.complicate()
+            };
             if !moved {
                 break;
             }
@@ -433,7 +531,9 @@ impl Harness {
                 None => simplify = false,
             }
         }
-        self.fail(runner, schedule, result, dir, kind, seed, steps, cases, next_case)
+        self.fail(
+            runner, schedule, result, dir, kind, seed, steps, cases, next_case,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -451,7 +551,10 @@ impl Harness {
     ) -> Result<Outcome> {
         let mut reproduced = 0;
         for _ in 0..self.confirm_runs {
-            if self.fails_with(runner, &schedule, kind, 1, next_case)?.is_some() {
+            if self
+                .fails_with(runner, &schedule, kind, 1, next_case)?
+                .is_some()
+            {
                 reproduced += 1;
             }
         }
@@ -477,18 +580,32 @@ impl Harness {
             .failure_dir
             .clone()
             .or_else(|| std::env::var_os("KAFKA_HARNESS_FAILURE_DIR").map(PathBuf::from))
-            .or_else(|| std::env::var_os("CARGO_MANIFEST_DIR").map(|d| PathBuf::from(d).join("kafka-harness-failures")))
+            .or_else(|| {
+                std::env::var_os("CARGO_MANIFEST_DIR")
+                    .map(|d| PathBuf::from(d).join("kafka-harness-failures"))
+            })
             .unwrap_or_else(|| PathBuf::from("kafka-harness-failures"));
-        let file: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        let file: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         dir.join(format!("{file}.json"))
     }
 
     fn save(&self, name: &str, schedule: &Schedule) -> Result<PathBuf> {
         let path = self.failure_path(name);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io("creating the failure directory", parent, e))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io("creating the failure directory", parent, e))?;
         }
-        std::fs::write(&path, schedule.to_json()).map_err(|e| Error::io("saving the failing schedule", &path, e))?;
+        std::fs::write(&path, schedule.to_json())
+            .map_err(|e| Error::io("saving the failing schedule", &path, e))?;
         Ok(path)
     }
 
@@ -498,7 +615,9 @@ impl Harness {
         F: Fn(&mut WorkerCtx) -> std::result::Result<(), WorkerError>,
     {
         if self.serve_if_worker(&worker)? {
-            return Err(Error::Worker("this process is a worker for another harness".into()));
+            return Err(Error::Worker(
+                "this process is a worker for another harness".into(),
+            ));
         }
         let schedule = Schedule::load(path.as_ref(), None)?;
         self.run_schedule(&schedule, worker)
@@ -515,7 +634,10 @@ impl Harness {
                 summary
             }
             Ok(Outcome::Failed(report)) => panic!("\n{report}"),
-            Err(e) => panic!("kafka-harness could not run `{}`: {e}", self.resolved_name()),
+            Err(e) => panic!(
+                "kafka-harness could not run `{}`: {e}",
+                self.resolved_name()
+            ),
         }
     }
 
@@ -527,10 +649,23 @@ impl Harness {
         match self.replay(path.as_ref(), worker) {
             Ok(r) if r.verdict.holds() => {}
             Ok(r) => {
-                let v: Vec<String> = r.verdict.violations.iter().map(|v| format!("  - {v}")).collect();
-                panic!("replay of {} still fails:\n{}\n{}", path.as_ref().display(), v.join("\n"), crate::report::timeline(&r.trace))
+                let v: Vec<String> = r
+                    .verdict
+                    .violations
+                    .iter()
+                    .map(|v| format!("  - {v}"))
+                    .collect();
+                panic!(
+                    "replay of {} still fails:\n{}\n{}",
+                    path.as_ref().display(),
+                    v.join("\n"),
+                    crate::report::timeline(&r.trace)
+                )
             }
-            Err(e) => panic!("kafka-harness could not replay {}: {e}", path.as_ref().display()),
+            Err(e) => panic!(
+                "kafka-harness could not replay {}: {e}",
+                path.as_ref().display()
+            ),
         }
     }
 }
@@ -544,7 +679,12 @@ enum Latent {
     /// The fault-free discovery run already committed too far.
     Discovery(Schedule, CaseResult, tempfile::TempDir),
     /// A generated case did.
-    Case(Box<dyn ValueTree<Value = Schedule>>, CaseResult, tempfile::TempDir, u32),
+    Case(
+        Box<dyn ValueTree<Value = Schedule>>,
+        CaseResult,
+        tempfile::TempDir,
+        u32,
+    ),
 }
 
 fn tally(summary: &mut Summary, trace: &Trace) {
@@ -555,12 +695,16 @@ fn tally(summary: &mut Summary, trace: &Trace) {
                 summary.faults_injected += 1;
                 *summary.crash_points_hit.entry(point.clone()).or_insert(0) += 1;
             }
-            EventKind::Killed { reason } if !matches!(reason, crate::trace::KillReason::StopTimeout) => {
+            EventKind::Killed { reason }
+                if !matches!(reason, crate::trace::KillReason::StopTimeout) =>
+            {
                 summary.crashes += 1;
                 summary.faults_injected += 1;
                 *summary.crash_points_hit.entry("kill".into()).or_insert(0) += 1;
             }
-            EventKind::SinkFailed { .. } | EventKind::BrokerFault { .. } => summary.faults_injected += 1,
+            EventKind::SinkFailed { .. } | EventKind::BrokerFault { .. } => {
+                summary.faults_injected += 1
+            }
             EventKind::Started { primary: false, .. } => summary.faults_injected += 1,
             _ => {}
         }
@@ -569,7 +713,10 @@ fn tally(summary: &mut Summary, trace: &Trace) {
 
 /// The generator seed: `KAFKA_HARNESS_SEED` (64 hex digits) or fresh.
 fn seed() -> [u8; 32] {
-    if let Some(s) = std::env::var("KAFKA_HARNESS_SEED").ok().filter(|s| s.len() == 64) {
+    if let Some(s) = std::env::var("KAFKA_HARNESS_SEED")
+        .ok()
+        .filter(|s| s.len() == 64)
+    {
         let mut out = [0u8; 32];
         for (i, b) in out.iter_mut().enumerate() {
             *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap_or(0);

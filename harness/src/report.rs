@@ -50,7 +50,11 @@ impl Report {
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let v = &self.verdict;
-        writeln!(f, "kafka-harness: `{}` does NOT keep {}", self.name, v.guarantee)?;
+        writeln!(
+            f,
+            "kafka-harness: `{}` does NOT keep {}",
+            self.name, v.guarantee
+        )?;
         writeln!(
             f,
             "minimal schedule ({} fault(s), {} message(s), {} partition(s)); seed {}; failed {}/{} confirmation re-runs; {} shrink step(s) after {} case(s):",
@@ -83,7 +87,11 @@ impl std::fmt::Display for Report {
         writeln!(f, "\ntimeline:\n{}", timeline(&self.trace))?;
         if let Some(path) = &self.saved {
             writeln!(f, "schedule saved to {}", path.display())?;
-            writeln!(f, "replay it as a regression test:\n{}", regression_snippet(&self.name, path, v.guarantee))?;
+            writeln!(
+                f,
+                "replay it as a regression test:\n{}",
+                regression_snippet(&self.name, path, v.guarantee)
+            )?;
         }
         if let Some(dir) = &self.case_dir {
             writeln!(f, "worker logs and traces: {}", dir.display())?;
@@ -93,9 +101,19 @@ impl std::fmt::Display for Report {
 }
 
 /// A test to paste into the suite so the failure stays fixed.
-pub fn regression_snippet(name: &str, path: &std::path::Path, guarantee: crate::check::Guarantee) -> String {
+pub fn regression_snippet(
+    name: &str,
+    path: &std::path::Path,
+    guarantee: crate::check::Guarantee,
+) -> String {
     let g = format!("{guarantee:?}");
-    let fn_name: String = name.rsplit("::").next().unwrap_or(name).chars().map(|c| if c.is_alphanumeric() { c } else { '_' }).collect();
+    let fn_name: String = name
+        .rsplit("::")
+        .next()
+        .unwrap_or(name)
+        .chars()
+        .map(|c| if c.is_alphanumeric() { c } else { '_' })
+        .collect();
     format!(
         "    #[test]\n    fn {fn_name}_regression() {{\n        kafka_harness::Harness::new(kafka_harness::Guarantee::{g})\n            .assert_replay(\"{}\", my_consumer);\n    }}",
         path.display()
@@ -103,7 +121,10 @@ pub fn regression_snippet(name: &str, path: &std::path::Path, guarantee: crate::
 }
 
 fn ids(list: &[i64]) -> String {
-    list.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(",")
+    list.iter()
+        .map(|o| o.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Per partition: what was produced, then per incarnation what it polled, applied and
@@ -114,7 +135,11 @@ pub fn timeline(trace: &Trace) -> String {
     partitions.sort();
     partitions.dedup();
     for p in partitions {
-        let produced: Vec<i64> = trace.produced().filter(|(m, _)| m.partition == p).map(|(m, _)| m.offset).collect();
+        let produced: Vec<i64> = trace
+            .produced()
+            .filter(|(m, _)| m.partition == p)
+            .map(|(m, _)| m.offset)
+            .collect();
         let _ = writeln!(out, "partition {p}: produced offsets {}", ids(&produced));
         // (inc, label) runs in time order, consecutive same labels merged.
         let mut lines: BTreeMap<Incarnation, Vec<(String, Vec<i64>)>> = BTreeMap::new();
@@ -127,11 +152,21 @@ pub fn timeline(trace: &Trace) -> String {
         };
         for e in &trace.events {
             match &e.kind {
-                EventKind::Polled { msg } if msg.partition == p => push(e.inc, "polled".into(), Some(msg.offset)),
-                EventKind::Applied { msg } if msg.partition == p => push(e.inc, "applied".into(), Some(msg.offset)),
-                EventKind::SinkFailed { msg, write, failure } if msg.partition == p => {
-                    push(e.inc, format!("sink write #{write} failed ({failure:?}) at"), Some(msg.offset))
+                EventKind::Polled { msg } if msg.partition == p => {
+                    push(e.inc, "polled".into(), Some(msg.offset))
                 }
+                EventKind::Applied { msg } if msg.partition == p => {
+                    push(e.inc, "applied".into(), Some(msg.offset))
+                }
+                EventKind::SinkFailed {
+                    msg,
+                    write,
+                    failure,
+                } if msg.partition == p => push(
+                    e.inc,
+                    format!("sink write #{write} failed ({failure:?}) at"),
+                    Some(msg.offset),
+                ),
                 EventKind::Committed { offsets, mode, .. } => {
                     for o in offsets.iter().filter(|o| o.partition == p) {
                         push(e.inc, format!("committed ({mode:?})"), Some(o.offset));
@@ -142,28 +177,51 @@ pub fn timeline(trace: &Trace) -> String {
                         push(0, "broker says committed".into(), Some(o.unwrap_or(-1)));
                     }
                 }
-                EventKind::Rebalanced { phase, partitions } if partitions.contains(&p) => {
-                    push(e.inc, if *phase == RebalancePhase::Revoke { "revoked" } else { "assigned" }.into(), None)
+                EventKind::Rebalanced { phase, partitions } if partitions.contains(&p) => push(
+                    e.inc,
+                    if *phase == RebalancePhase::Revoke {
+                        "revoked"
+                    } else {
+                        "assigned"
+                    }
+                    .into(),
+                    None,
+                ),
+                EventKind::Crashed { point, hit } => {
+                    push(e.inc, format!("✗ crashed at `{point}` #{hit}"), None)
                 }
-                EventKind::Crashed { point, hit } => push(e.inc, format!("✗ crashed at `{point}` #{hit}"), None),
                 EventKind::Killed { reason } => push(
                     e.inc,
                     match reason {
-                        KillReason::AfterEffects { observed, .. } => format!("✗ killed after {observed} effects"),
+                        KillReason::AfterEffects { observed, .. } => {
+                            format!("✗ killed after {observed} effects")
+                        }
                         KillReason::AfterMillis { millis } => format!("✗ killed after {millis} ms"),
                         other => format!("✗ killed ({other:?})"),
                     },
                     None,
                 ),
-                EventKind::Exited { exit } if !matches!(exit, Exit::Signal { .. }) => push(e.inc, format!("exited: {exit:?}"), None),
+                EventKind::Exited { exit } if !matches!(exit, Exit::Signal { .. }) => {
+                    push(e.inc, format!("exited: {exit:?}"), None)
+                }
                 _ => {}
             }
         }
         for (inc, runs) in lines {
-            let who = if inc == 0 { "  harness".to_string() } else { format!("  inc {inc}  ") };
+            let who = if inc == 0 {
+                "  harness".to_string()
+            } else {
+                format!("  inc {inc}  ")
+            };
             let body: Vec<String> = runs
                 .into_iter()
-                .map(|(label, offs)| if offs.is_empty() { label } else { format!("{label} {}", ids(&offs)) })
+                .map(|(label, offs)| {
+                    if offs.is_empty() {
+                        label
+                    } else {
+                        format!("{label} {}", ids(&offs))
+                    }
+                })
                 .collect();
             let _ = writeln!(out, "{who}: {}", body.join(" · "));
         }
@@ -174,7 +232,11 @@ pub fn timeline(trace: &Trace) -> String {
                 let _ = writeln!(out, "stuck: lag {lag:?} after {waited_ms} ms");
             }
             EventKind::BrokerFault { broker, action } => {
-                let _ = writeln!(out, "broker {broker}: {action} at {:.1} ms", e.at_us as f64 / 1000.0);
+                let _ = writeln!(
+                    out,
+                    "broker {broker}: {action} at {:.1} ms",
+                    e.at_us as f64 / 1000.0
+                );
             }
             _ => {}
         }

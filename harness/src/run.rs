@@ -18,7 +18,10 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use crate::cluster::Cluster;
 use crate::schedule::{Fault, Schedule};
 use crate::sink::{ReadBackContext, SinkFactory};
-use crate::trace::{monotonic_us, CaseInfo, Event, EventKind, Exit, Incarnation, KillReason, MessageRef, SinkSemantics, Trace};
+use crate::trace::{
+    monotonic_us, CaseInfo, Event, EventKind, Exit, Incarnation, KillReason, MessageRef,
+    SinkSemantics, Trace,
+};
 use crate::worker::spec::WorkerSpec;
 use crate::worker::{Launch, Record, WorkerProcess};
 use crate::{Error, Result};
@@ -37,7 +40,12 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         let ms = |name: &str, default: u64| {
-            Duration::from_millis(std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default))
+            Duration::from_millis(
+                std::env::var(name)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(default),
+            )
         };
         Timing {
             incarnation: ms("KAFKA_HARNESS_INCARNATION_TIMEOUT_MS", 30_000),
@@ -66,10 +74,22 @@ pub(crate) struct CaseOutcome {
 fn sanitize(name: &str) -> String {
     let s: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let s = s.trim_matches('-').to_string();
-    s.chars().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect()
+    s.chars()
+        .rev()
+        .take(60)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect()
 }
 
 struct Case<'a> {
@@ -95,8 +115,17 @@ impl ProducerContext for Deliveries {
     type DeliveryOpaque = Box<u64>;
     fn delivery(&self, result: &DeliveryResult<'_>, id: Box<u64>) {
         match result {
-            Ok(m) => self.ok.lock().unwrap_or_else(|p| p.into_inner()).push((*id, m.partition(), m.offset(), monotonic_us())),
-            Err((e, _)) => self.failed.lock().unwrap_or_else(|p| p.into_inner()).push(format!("message {id}: {e}")),
+            Ok(m) => self.ok.lock().unwrap_or_else(|p| p.into_inner()).push((
+                *id,
+                m.partition(),
+                m.offset(),
+                monotonic_us(),
+            )),
+            Err((e, _)) => self
+                .failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!("message {id}: {e}")),
         }
     }
 }
@@ -108,7 +137,13 @@ impl CaseRunner {
             .prefix("kafka-harness-case-")
             .tempdir()
             .map_err(|e| Error::io("creating the case directory", std::env::temp_dir(), e))?;
-        let base = format!("{}{}.{}.{}", self.cluster.prefix(), sanitize(&self.name), std::process::id(), case_no);
+        let base = format!(
+            "{}{}.{}.{}",
+            self.cluster.prefix(),
+            sanitize(&self.name),
+            std::process::id(),
+            case_no
+        );
         let topic = base.clone();
         let group = format!("{base}.group");
         let output = format!("{base}.out");
@@ -125,15 +160,32 @@ impl CaseRunner {
             topics.push(&output);
         }
         let _ = self.cluster.delete_topics(&topics);
-        let _ = self.cluster.delete_groups(&[group.as_str(), &format!("{output}.reader")]);
+        let _ = self
+            .cluster
+            .delete_groups(&[group.as_str(), &format!("{output}.reader")]);
         let trace = result?;
-        Ok(CaseOutcome { trace, dir, elapsed: started.elapsed() })
+        Ok(CaseOutcome {
+            trace,
+            dir,
+            elapsed: started.elapsed(),
+        })
     }
 
-    fn run_in(&self, schedule: &Schedule, dir: &Path, topic: &str, group: &str, output: &str) -> Result<Trace> {
+    fn run_in(
+        &self,
+        schedule: &Schedule,
+        dir: &Path,
+        topic: &str,
+        group: &str,
+        output: &str,
+    ) -> Result<Trace> {
         let mut probe_config = self.cluster.client_config();
-        probe_config.set("group.id", group).set("enable.auto.commit", "false");
-        let probe: BaseConsumer = probe_config.create().map_err(|e| Error::kafka("creating the lag probe", e))?;
+        probe_config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false");
+        let probe: BaseConsumer = probe_config
+            .create()
+            .map_err(|e| Error::kafka("creating the lag probe", e))?;
         let mut case = Case {
             runner: self,
             schedule,
@@ -166,9 +218,17 @@ impl CaseRunner {
         });
         trace.events = std::mem::take(&mut case.events);
         trace.events.extend(read_worker_traces(dir, case.next_inc)?);
-        let back = self.sink.read_back(&ReadBackContext { dir, client: self.cluster.client_config(), output_topic: output })?;
+        let back = self.sink.read_back(&ReadBackContext {
+            dir,
+            client: self.cluster.client_config(),
+            output_topic: output,
+        })?;
         for (stamp, msg) in back.applied {
-            trace.events.push(Event { at_us: stamp.at_us, inc: stamp.inc, kind: EventKind::Applied { msg } });
+            trace.events.push(Event {
+                at_us: stamp.at_us,
+                inc: stamp.inc,
+                kind: EventKind::Applied { msg },
+            });
         }
         trace.state = back.state;
         trace.output = back.output;
@@ -192,7 +252,13 @@ fn read_worker_traces(dir: &Path, incs: Incarnation) -> Result<Vec<Event>> {
             match serde_json::from_str::<Event>(line) {
                 Ok(e) => out.push(e),
                 Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {}
-                Err(e) => return Err(Error::MalformedTrace(format!("{} line {}: {e}", path.display(), i + 1))),
+                Err(e) => {
+                    return Err(Error::MalformedTrace(format!(
+                        "{} line {}: {e}",
+                        path.display(),
+                        i + 1
+                    )))
+                }
             }
         }
     }
@@ -223,10 +289,17 @@ impl Case<'_> {
     fn produce(&mut self) -> Result<()> {
         let w = self.schedule.workload;
         let mut config = self.runner.cluster.client_config();
-        config.set("acks", "all").set("enable.idempotence", "true").set("linger.ms", "5");
-        let ctx = Deliveries { ok: Mutex::new(Vec::new()), failed: Mutex::new(Vec::new()) };
-        let producer: BaseProducer<Deliveries> =
-            config.create_with_context(ctx).map_err(|e| Error::kafka("creating the workload producer", e))?;
+        config
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5");
+        let ctx = Deliveries {
+            ok: Mutex::new(Vec::new()),
+            failed: Mutex::new(Vec::new()),
+        };
+        let producer: BaseProducer<Deliveries> = config
+            .create_with_context(ctx)
+            .map_err(|e| Error::kafka("creating the workload producer", e))?;
         for id in 0..w.messages as u64 {
             let key = w.key_of(id);
             let payload = Record::payload(id, &key);
@@ -238,7 +311,12 @@ impl Case<'_> {
                 match producer.send(record) {
                     Ok(()) => break,
                     Err((e, back)) => {
-                        if !matches!(e, rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
+                        if !matches!(
+                            e,
+                            rdkafka::error::KafkaError::MessageProduction(
+                                rdkafka::types::RDKafkaErrorCode::QueueFull
+                            )
+                        ) {
                             return Err(Error::kafka("producing the workload", e));
                         }
                         producer.poll(Duration::from_millis(10));
@@ -247,12 +325,18 @@ impl Case<'_> {
                 }
             }
         }
-        producer.flush(Duration::from_secs(60)).map_err(|e| Error::kafka("flushing the workload", e))?;
+        producer
+            .flush(Duration::from_secs(60))
+            .map_err(|e| Error::kafka("flushing the workload", e))?;
         let ctx = producer.context();
         let failed = ctx.failed.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if !failed.is_empty() {
             // Unacknowledged messages are not in I; the checkers judge only what the broker took.
-            eprintln!("kafka-harness: {} workload messages not acknowledged: {}", failed.len(), failed.join("; "));
+            eprintln!(
+                "kafka-harness: {} workload messages not acknowledged: {}",
+                failed.len(),
+                failed.join("; ")
+            );
         }
         let mut ok = ctx.ok.lock().unwrap_or_else(|p| p.into_inner()).clone();
         ok.sort_by_key(|(id, ..)| *id);
@@ -260,7 +344,14 @@ impl Case<'_> {
             self.events.push(Event {
                 at_us: at.saturating_sub(self.epoch_us),
                 inc: 0,
-                kind: EventKind::Produced { msg: MessageRef { id, partition, offset }, key: w.key_of(id) },
+                kind: EventKind::Produced {
+                    msg: MessageRef {
+                        id,
+                        partition,
+                        offset,
+                    },
+                    key: w.key_of(id),
+                },
             });
         }
         self.ends = (0..w.partitions)
@@ -286,7 +377,16 @@ impl Case<'_> {
         Ok(got
             .elements()
             .iter()
-            .map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { Some(o) } else { None }))
+            .map(|e| {
+                (
+                    e.partition(),
+                    if let Offset::Offset(o) = e.offset() {
+                        Some(o)
+                    } else {
+                        None
+                    },
+                )
+            })
             .collect())
     }
 
@@ -326,9 +426,20 @@ impl Case<'_> {
             trace_path: trace_path.clone(),
             stop_path: stop_path.clone(),
         };
-        self.record(inc, EventKind::Started { primary, faults: faults.to_vec() });
+        self.record(
+            inc,
+            EventKind::Started {
+                primary,
+                faults: faults.to_vec(),
+            },
+        );
         let process = WorkerProcess::spawn(&spec, &self.runner.launch)?;
-        Ok(Running { inc, process, stop_path, trace_path })
+        Ok(Running {
+            inc,
+            process,
+            stop_path,
+            trace_path,
+        })
     }
 
     /// Record how a worker ended, unless it recorded that itself (returned, failed, panicked).
@@ -343,7 +454,8 @@ impl Case<'_> {
 
     /// Ask a worker to stop; SIGKILL it after the grace period.
     fn stop(&mut self, mut w: Running) -> Result<()> {
-        std::fs::write(&w.stop_path, b"stop").map_err(|e| Error::io("writing the stop file", &w.stop_path, e))?;
+        std::fs::write(&w.stop_path, b"stop")
+            .map_err(|e| Error::io("writing the stop file", &w.stop_path, e))?;
         let deadline = Instant::now() + self.runner.timing.stop_grace;
         loop {
             if let Some(exit) = w.process.try_exit()? {
@@ -351,7 +463,12 @@ impl Case<'_> {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                self.record(w.inc, EventKind::Killed { reason: KillReason::StopTimeout });
+                self.record(
+                    w.inc,
+                    EventKind::Killed {
+                        reason: KillReason::StopTimeout,
+                    },
+                );
                 let exit = w.process.kill()?;
                 self.ended(&w, exit);
                 return Ok(());
@@ -367,7 +484,9 @@ impl Case<'_> {
     }
 
     fn crashed(w: &Running) -> bool {
-        std::fs::read_to_string(&w.trace_path).map(|t| t.contains("\"event\":\"crashed\"")).unwrap_or(false)
+        std::fs::read_to_string(&w.trace_path)
+            .map(|t| t.contains("\"event\":\"crashed\""))
+            .unwrap_or(false)
     }
 
     fn incarnation(&mut self, faults: &[Fault]) -> Result<()> {
@@ -397,10 +516,15 @@ impl Case<'_> {
                 }
                 match f {
                     Fault::KillAfterEffects { effects: n } if effects >= *n => {
-                        kill = Some(KillReason::AfterEffects { effects: *n, observed: effects });
+                        kill = Some(KillReason::AfterEffects {
+                            effects: *n,
+                            observed: effects,
+                        });
                         fired[i] = true;
                     }
-                    Fault::KillAfterMillis { millis } if elapsed >= Duration::from_millis(*millis) => {
+                    Fault::KillAfterMillis { millis }
+                        if elapsed >= Duration::from_millis(*millis) =>
+                    {
                         kill = Some(KillReason::AfterMillis { millis: *millis });
                         fired[i] = true;
                     }
@@ -408,7 +532,10 @@ impl Case<'_> {
                         fired[i] = true;
                         peer = Some(self.spawn(false, &[])?);
                     }
-                    Fault::BrokerRestart { broker, after_effects } if effects >= *after_effects => {
+                    Fault::BrokerRestart {
+                        broker,
+                        after_effects,
+                    } if effects >= *after_effects => {
                         fired[i] = true;
                         self.broker_restart(*broker)?;
                     }
@@ -450,10 +577,16 @@ impl Case<'_> {
     }
 
     fn broker_restart(&mut self, broker: usize) -> Result<()> {
-        self.orchestrator(EventKind::BrokerFault { broker, action: "kill".into() });
+        self.orchestrator(EventKind::BrokerFault {
+            broker,
+            action: "kill".into(),
+        });
         self.runner.cluster.kill_broker(broker)?;
         self.runner.cluster.restart_broker(broker)?;
-        self.orchestrator(EventKind::BrokerFault { broker, action: "restart".into() });
+        self.orchestrator(EventKind::BrokerFault {
+            broker,
+            action: "restart".into(),
+        });
         Ok(())
     }
 
@@ -465,7 +598,10 @@ impl Case<'_> {
         let mut lag = self.lag()?;
         while !lag.iter().all(|(_, l)| *l == 0) {
             if started.elapsed() > self.runner.timing.drain || restarts > 3 {
-                self.orchestrator(EventKind::Stuck { lag, waited_ms: started.elapsed().as_millis() as u64 });
+                self.orchestrator(EventKind::Stuck {
+                    lag,
+                    waited_ms: started.elapsed().as_millis() as u64,
+                });
                 return Ok(());
             }
             let mut w = self.spawn(true, &[])?;
@@ -494,4 +630,3 @@ impl Case<'_> {
         Ok(())
     }
 }
-

@@ -35,7 +35,11 @@ pub struct MessageRef {
 
 impl std::fmt::Display for MessageRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "message {} (partition {}, offset {})", self.id, self.partition, self.offset)
+        write!(
+            f,
+            "message {} (partition {}, offset {})",
+            self.id, self.partition, self.offset
+        )
     }
 }
 
@@ -306,7 +310,13 @@ pub struct Trace {
 impl Trace {
     /// An empty trace for a case.
     pub fn new(case: CaseInfo) -> Self {
-        Trace { version: TRACE_VERSION, case, events: Vec::new(), state: None, output: None }
+        Trace {
+            version: TRACE_VERSION,
+            case,
+            events: Vec::new(),
+            state: None,
+            output: None,
+        }
     }
 
     /// Input `I`: messages the broker acknowledged, with keys, in produce order.
@@ -345,7 +355,10 @@ impl Trace {
 
 /// Microseconds of `CLOCK_MONOTONIC` (the same clock in every process of this machine).
 pub(crate) fn monotonic_us() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000

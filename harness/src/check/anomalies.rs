@@ -3,7 +3,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::violation::{CommitWitness, DeathWitness, Violation};
-use crate::trace::{CommitMode, Event, EventKind, Exit, Incarnation, KillReason, MessageRef, SinkSemantics, Trace, TRACE_VERSION};
+use crate::trace::{
+    CommitMode, Event, EventKind, Exit, Incarnation, KillReason, MessageRef, SinkSemantics, Trace,
+    TRACE_VERSION,
+};
 use crate::{Error, Result};
 
 /// A trace the harness itself got wrong: wrong version, events out of time order, an effect
@@ -11,7 +14,10 @@ use crate::{Error, Result};
 pub fn validate(trace: &Trace) -> Result<()> {
     let bad = |m: String| Err(Error::MalformedTrace(m));
     if trace.version != TRACE_VERSION {
-        return bad(format!("trace version {} (expected {TRACE_VERSION})", trace.version));
+        return bad(format!(
+            "trace version {} (expected {TRACE_VERSION})",
+            trace.version
+        ));
     }
     if trace.events.windows(2).any(|w| w[0].at_us > w[1].at_us) {
         return bad("events are not in time order".into());
@@ -25,19 +31,29 @@ pub fn validate(trace: &Trace) -> Result<()> {
         .collect();
     for e in &trace.events {
         if e.inc != 0 && !started.contains(&e.inc) && !matches!(e.kind, EventKind::Applied { .. }) {
-            return bad(format!("event at {} µs belongs to incarnation {}, which never started", e.at_us, e.inc));
+            return bad(format!(
+                "event at {} µs belongs to incarnation {}, which never started",
+                e.at_us, e.inc
+            ));
         }
         if let EventKind::Applied { msg } | EventKind::Polled { msg } = &e.kind {
             if let Some(p) = produced.get(&msg.id) {
                 if p != msg {
-                    return bad(format!("message {} was produced at {p} but seen as {msg}", msg.id));
+                    return bad(format!(
+                        "message {} was produced at {p} but seen as {msg}",
+                        msg.id
+                    ));
                 }
             }
         }
     }
     match trace.case.sink {
-        SinkSemantics::Upsert | SinkSemantics::Append if trace.state.is_none() => bad("the sink's final state was not read back".into()),
-        SinkSemantics::OutputTopic if trace.output.is_none() => bad("the output topic was not read back".into()),
+        SinkSemantics::Upsert | SinkSemantics::Append if trace.state.is_none() => {
+            bad("the sink's final state was not read back".into())
+        }
+        SinkSemantics::OutputTopic if trace.output.is_none() => {
+            bad("the output topic was not read back".into())
+        }
         _ => Ok(()),
     }
 }
@@ -52,30 +68,59 @@ fn counts(trace: &Trace) -> HashMap<u64, Vec<&Event>> {
 
 /// How incarnation `inc` died after `after_us`, if it did.
 fn death_of(trace: &Trace, inc: Incarnation, after_us: u64) -> Option<DeathWitness> {
-    trace.events.iter().filter(|e| e.inc == inc && e.at_us >= after_us).find_map(|e| {
-        let how = match &e.kind {
-            EventKind::Crashed { point, hit } => format!("crashed at `{point}` hit #{hit}"),
-            EventKind::Killed { reason: KillReason::AfterEffects { effects, observed } } => {
-                format!("was killed by the harness after {observed} effects (scheduled: {effects})")
-            }
-            EventKind::Killed { reason: KillReason::AfterMillis { millis } } => format!("was killed by the harness after {millis} ms"),
-            EventKind::Killed { reason } => format!("was killed by the harness ({reason:?})"),
-            EventKind::Exited { exit: Exit::Panicked { message } } => format!("panicked ({message})"),
-            EventKind::Exited { exit: Exit::Failed { error } } => format!("returned an error ({error})"),
-            EventKind::Exited { exit: Exit::Signal { signal } } => format!("died of signal {signal}"),
-            _ => return None,
-        };
-        Some(DeathWitness { inc, how, at_us: e.at_us })
-    })
+    trace
+        .events
+        .iter()
+        .filter(|e| e.inc == inc && e.at_us >= after_us)
+        .find_map(|e| {
+            let how = match &e.kind {
+                EventKind::Crashed { point, hit } => format!("crashed at `{point}` hit #{hit}"),
+                EventKind::Killed {
+                    reason: KillReason::AfterEffects { effects, observed },
+                } => {
+                    format!(
+                        "was killed by the harness after {observed} effects (scheduled: {effects})"
+                    )
+                }
+                EventKind::Killed {
+                    reason: KillReason::AfterMillis { millis },
+                } => format!("was killed by the harness after {millis} ms"),
+                EventKind::Killed { reason } => format!("was killed by the harness ({reason:?})"),
+                EventKind::Exited {
+                    exit: Exit::Panicked { message },
+                } => format!("panicked ({message})"),
+                EventKind::Exited {
+                    exit: Exit::Failed { error },
+                } => format!("returned an error ({error})"),
+                EventKind::Exited {
+                    exit: Exit::Signal { signal },
+                } => format!("died of signal {signal}"),
+                _ => return None,
+            };
+            Some(DeathWitness {
+                inc,
+                how,
+                at_us: e.at_us,
+            })
+        })
 }
 
 /// The first commit (by a consumer, else as read from the broker) that moved past `msg`.
 fn commit_past(trace: &Trace, msg: &MessageRef) -> Option<CommitWitness> {
     let by_consumer = trace.events.iter().find_map(|e| match &e.kind {
-        EventKind::Committed { offsets, mode, requested_at_us } => offsets
+        EventKind::Committed {
+            offsets,
+            mode,
+            requested_at_us,
+        } => offsets
             .iter()
             .find(|o| o.partition == msg.partition && o.offset > msg.offset)
-            .map(|o| CommitWitness { inc: e.inc, offset: o.offset, at_us: *requested_at_us, mode: Some(*mode) }),
+            .map(|o| CommitWitness {
+                inc: e.inc,
+                offset: o.offset,
+                at_us: *requested_at_us,
+                mode: Some(*mode),
+            }),
         _ => None,
     });
     by_consumer.or_else(|| {
@@ -83,7 +128,12 @@ fn commit_past(trace: &Trace, msg: &MessageRef) -> Option<CommitWitness> {
             EventKind::BrokerCommitted { offsets } => offsets
                 .iter()
                 .find(|(p, o)| *p == msg.partition && o.is_some_and(|o| o > msg.offset))
-                .map(|(_, o)| CommitWitness { inc: 0, offset: o.unwrap_or_default(), at_us: e.at_us, mode: None }),
+                .map(|(_, o)| CommitWitness {
+                    inc: 0,
+                    offset: o.unwrap_or_default(),
+                    at_us: e.at_us,
+                    mode: None,
+                }),
             _ => None,
         })
     })
@@ -97,8 +147,15 @@ pub fn lost(trace: &Trace) -> Vec<Violation> {
         .filter(|(m, _)| !counts.contains_key(&m.id))
         .map(|(msg, _)| {
             let commit = commit_past(trace, msg);
-            let death = commit.as_ref().filter(|c| c.inc != 0).and_then(|c| death_of(trace, c.inc, c.at_us));
-            Violation::Lost { msg: *msg, commit, death }
+            let death = commit
+                .as_ref()
+                .filter(|c| c.inc != 0)
+                .and_then(|c| death_of(trace, c.inc, c.at_us));
+            Violation::Lost {
+                msg: *msg,
+                commit,
+                death,
+            }
         })
         .collect()
 }
@@ -114,8 +171,14 @@ pub fn duplicated(trace: &Trace) -> Vec<Violation> {
                 return None;
             }
             let first = applied[0];
-            let death = death_of(trace, first.inc, first.at_us).filter(|d| d.at_us <= applied[1].at_us);
-            Some(Violation::Duplicated { msg: *msg, count: applied.len(), by: applied.iter().map(|e| e.inc).collect(), death })
+            let death =
+                death_of(trace, first.inc, first.at_us).filter(|d| d.at_us <= applied[1].at_us);
+            Some(Violation::Duplicated {
+                msg: *msg,
+                count: applied.len(),
+                by: applied.iter().map(|e| e.inc).collect(),
+                death,
+            })
         })
         .collect();
     out.sort_by_key(|v| v.message());
@@ -133,10 +196,17 @@ pub fn expected_state(trace: &Trace) -> Option<Vec<(String, u64)>> {
                 // All of a key's messages share a partition, so offset order is the key's order.
                 last.insert(k, m);
             }
-            Some(last.into_iter().map(|(k, m)| (k.to_string(), m.id)).collect())
+            Some(
+                last.into_iter()
+                    .map(|(k, m)| (k.to_string(), m.id))
+                    .collect(),
+            )
         }
         SinkSemantics::Append => {
-            let mut rows: Vec<(String, u64)> = inputs.into_iter().map(|(m, k)| (k.to_string(), m.id)).collect();
+            let mut rows: Vec<(String, u64)> = inputs
+                .into_iter()
+                .map(|(m, k)| (k.to_string(), m.id))
+                .collect();
             rows.sort();
             Some(rows)
         }
@@ -147,9 +217,15 @@ pub fn expected_state(trace: &Trace) -> Option<Vec<(String, u64)>> {
 /// Exactly-once effect: `S == S*`, compared key by key.
 pub fn state_mismatch(trace: &Trace) -> Result<Vec<Violation>> {
     let Some(expected) = expected_state(trace) else {
-        return Err(Error::Config(format!("a {:?} sink has no final state to compare", trace.case.sink)));
+        return Err(Error::Config(format!(
+            "a {:?} sink has no final state to compare",
+            trace.case.sink
+        )));
     };
-    let actual = trace.state.as_ref().ok_or_else(|| Error::MalformedTrace("no sink state".into()))?;
+    let actual = trace
+        .state
+        .as_ref()
+        .ok_or_else(|| Error::MalformedTrace("no sink state".into()))?;
     let group = |rows: &[(String, u64)]| {
         let mut m: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         for (k, id) in rows {
@@ -177,7 +253,10 @@ pub fn state_mismatch(trace: &Trace) -> Result<Vec<Violation>> {
 
 /// Transactional exactly-once: each input exactly once in the `read_committed` output.
 pub fn output_anomalies(trace: &Trace) -> Result<Vec<Violation>> {
-    let output = trace.output.as_ref().ok_or_else(|| Error::MalformedTrace("the output topic was not read back".into()))?;
+    let output = trace
+        .output
+        .as_ref()
+        .ok_or_else(|| Error::MalformedTrace("the output topic was not read back".into()))?;
     let mut seen: HashMap<u64, usize> = HashMap::new();
     for id in output {
         *seen.entry(*id).or_insert(0) += 1;
@@ -191,7 +270,11 @@ pub fn output_anomalies(trace: &Trace) -> Result<Vec<Violation>> {
         .filter_map(|(msg, _)| match seen.get(&msg.id).copied().unwrap_or(0) {
             0 => Some(Violation::OutputLost { msg: *msg }),
             1 => None,
-            count => Some(Violation::OutputDuplicated { msg: *msg, count, death: first_death.clone() }),
+            count => Some(Violation::OutputDuplicated {
+                msg: *msg,
+                count,
+                death: first_death.clone(),
+            }),
         })
         .collect())
 }
@@ -203,13 +286,31 @@ fn commits(trace: &Trace) -> Vec<(i32, i64, CommitWitness)> {
         match &e.kind {
             EventKind::Committed { offsets, mode, .. } => {
                 for o in offsets {
-                    out.push((o.partition, o.offset, CommitWitness { inc: e.inc, offset: o.offset, at_us: e.at_us, mode: Some(*mode) }));
+                    out.push((
+                        o.partition,
+                        o.offset,
+                        CommitWitness {
+                            inc: e.inc,
+                            offset: o.offset,
+                            at_us: e.at_us,
+                            mode: Some(*mode),
+                        },
+                    ));
                 }
             }
             EventKind::BrokerCommitted { offsets } => {
                 for (p, o) in offsets {
                     if let Some(o) = o {
-                        out.push((*p, *o, CommitWitness { inc: 0, offset: *o, at_us: e.at_us, mode: None }));
+                        out.push((
+                            *p,
+                            *o,
+                            CommitWitness {
+                                inc: 0,
+                                offset: *o,
+                                at_us: e.at_us,
+                                mode: None,
+                            },
+                        ));
                     }
                 }
             }
@@ -226,7 +327,12 @@ pub fn commit_backwards(trace: &Trace) -> Vec<Violation> {
     for (p, o, w) in commits(trace) {
         let h = high.entry(p).or_insert(o);
         if o < *h {
-            out.push(Violation::CommitBackwards { partition: p, from: *h, to: o, commit: w });
+            out.push(Violation::CommitBackwards {
+                partition: p,
+                from: *h,
+                to: o,
+                commit: w,
+            });
         } else {
             *h = o;
         }
@@ -245,7 +351,14 @@ pub fn committed_too_far(trace: &Trace) -> Vec<Violation> {
     let mut out = Vec::new();
     let mut reported: std::collections::HashSet<(i32, u64)> = std::collections::HashSet::new();
     for e in &trace.events {
-        let EventKind::Committed { offsets, mode, requested_at_us } = &e.kind else { continue };
+        let EventKind::Committed {
+            offsets,
+            mode,
+            requested_at_us,
+        } = &e.kind
+        else {
+            continue;
+        };
         if *mode == CommitMode::Transaction {
             continue;
         }
@@ -253,7 +366,11 @@ pub fn committed_too_far(trace: &Trace) -> Vec<Violation> {
             let mut unprocessed: Vec<&&MessageRef> = produced
                 .iter()
                 .filter(|m| m.partition == o.partition && m.offset < o.offset)
-                .filter(|m| first_applied.get(&m.id).is_none_or(|at| at > requested_at_us))
+                .filter(|m| {
+                    first_applied
+                        .get(&m.id)
+                        .is_none_or(|at| at > requested_at_us)
+                })
                 .collect();
             unprocessed.sort_by_key(|m| m.offset);
             if let Some(first) = unprocessed.first() {
@@ -261,7 +378,12 @@ pub fn committed_too_far(trace: &Trace) -> Vec<Violation> {
                 if reported.insert((o.partition, first.id)) {
                     out.push(Violation::CommittedTooFar {
                         partition: o.partition,
-                        commit: CommitWitness { inc: e.inc, offset: o.offset, at_us: *requested_at_us, mode: Some(*mode) },
+                        commit: CommitWitness {
+                            inc: e.inc,
+                            offset: o.offset,
+                            at_us: *requested_at_us,
+                            mode: Some(*mode),
+                        },
                         unprocessed: ***first,
                         count: unprocessed.len(),
                     });
@@ -278,7 +400,10 @@ pub fn stuck(trace: &Trace) -> Vec<Violation> {
         .events
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::Stuck { lag, waited_ms } => Some(Violation::Stuck { lag: lag.clone(), waited_ms: *waited_ms }),
+            EventKind::Stuck { lag, waited_ms } => Some(Violation::Stuck {
+                lag: lag.clone(),
+                waited_ms: *waited_ms,
+            }),
             _ => None,
         })
         .collect()

@@ -24,7 +24,10 @@ mod violation;
 
 use serde::{Deserialize, Serialize};
 
-pub use anomalies::{commit_backwards, committed_too_far, duplicated, lost, output_anomalies, state_mismatch, stuck, validate};
+pub use anomalies::{
+    commit_backwards, committed_too_far, duplicated, lost, output_anomalies, state_mismatch, stuck,
+    validate,
+};
 pub use violation::{CommitWitness, DeathWitness, Violation, ViolationKind};
 
 use crate::trace::{SinkSemantics, Trace};
@@ -73,7 +76,9 @@ impl Guarantee {
     pub fn accepts(self, sink: SinkSemantics) -> bool {
         match self {
             Guarantee::AtLeastOnce | Guarantee::AtMostOnce => sink != SinkSemantics::OutputTopic,
-            Guarantee::EffectivelyOnce => matches!(sink, SinkSemantics::Upsert | SinkSemantics::Append),
+            Guarantee::EffectivelyOnce => {
+                matches!(sink, SinkSemantics::Upsert | SinkSemantics::Append)
+            }
             Guarantee::ExactlyOnceTransactional => sink == SinkSemantics::OutputTopic,
         }
     }
@@ -112,7 +117,10 @@ impl Verdict {
 pub fn check(trace: &Trace, guarantee: Guarantee) -> Result<Verdict> {
     validate(trace)?;
     if !guarantee.accepts(trace.case.sink) {
-        return Err(Error::Config(format!("{guarantee} cannot be judged with a {:?} sink", trace.case.sink)));
+        return Err(Error::Config(format!(
+            "{guarantee} cannot be judged with a {:?} sink",
+            trace.case.sink
+        )));
     }
     let mut violations = Vec::new();
     for kind in guarantee.breaking_kinds() {
@@ -120,17 +128,24 @@ pub fn check(trace: &Trace, guarantee: Guarantee) -> Result<Verdict> {
             ViolationKind::Lost => lost(trace),
             ViolationKind::Duplicated => duplicated(trace),
             ViolationKind::StateMismatch => state_mismatch(trace)?,
-            ViolationKind::OutputLost => output_anomalies(trace)?.into_iter().filter(|v| v.kind() == ViolationKind::OutputLost).collect(),
-            ViolationKind::OutputDuplicated => {
-                output_anomalies(trace)?.into_iter().filter(|v| v.kind() == ViolationKind::OutputDuplicated).collect()
-            }
+            ViolationKind::OutputLost => output_anomalies(trace)?
+                .into_iter()
+                .filter(|v| v.kind() == ViolationKind::OutputLost)
+                .collect(),
+            ViolationKind::OutputDuplicated => output_anomalies(trace)?
+                .into_iter()
+                .filter(|v| v.kind() == ViolationKind::OutputDuplicated)
+                .collect(),
             ViolationKind::CommitBackwards => commit_backwards(trace),
             ViolationKind::CommittedTooFar => committed_too_far(trace),
             ViolationKind::Stuck => stuck(trace),
         });
     }
     violations.sort_by_key(Violation::kind);
-    Ok(Verdict { guarantee, violations })
+    Ok(Verdict {
+        guarantee,
+        violations,
+    })
 }
 
 #[cfg(test)]

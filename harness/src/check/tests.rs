@@ -17,11 +17,27 @@ struct T {
 
 impl T {
     fn new(sink: SinkSemantics, partitions: i32, messages: u64) -> T {
-        let case = CaseInfo { topic: "t".into(), group: "g".into(), partitions, backend: BackendKind::Embedded, sink };
-        let mut t = T { trace: Trace::new(case), now: 0, partitions };
+        let case = CaseInfo {
+            topic: "t".into(),
+            group: "g".into(),
+            partitions,
+            backend: BackendKind::Embedded,
+            sink,
+        };
+        let mut t = T {
+            trace: Trace::new(case),
+            now: 0,
+            partitions,
+        };
         for id in 0..messages {
             let msg = t.msg(id);
-            t.push(0, EventKind::Produced { msg, key: format!("k{}", id % 3) });
+            t.push(
+                0,
+                EventKind::Produced {
+                    msg,
+                    key: format!("k{}", id % 3),
+                },
+            );
         }
         if sink == SinkSemantics::Upsert || sink == SinkSemantics::Append {
             t.trace.state = Some(vec![]);
@@ -30,15 +46,29 @@ impl T {
     }
     /// Message `id`: partition `id % partitions`, offset `id / partitions`.
     fn msg(&self, id: u64) -> MessageRef {
-        MessageRef { id, partition: (id % self.partitions as u64) as i32, offset: (id / self.partitions as u64) as i64 }
+        MessageRef {
+            id,
+            partition: (id % self.partitions as u64) as i32,
+            offset: (id / self.partitions as u64) as i64,
+        }
     }
     fn push(&mut self, inc: Incarnation, kind: EventKind) -> &mut Self {
         self.now += 1;
-        self.trace.events.push(Event { at_us: self.now, inc, kind });
+        self.trace.events.push(Event {
+            at_us: self.now,
+            inc,
+            kind,
+        });
         self
     }
     fn start(&mut self, inc: Incarnation) -> &mut Self {
-        self.push(inc, EventKind::Started { primary: true, faults: vec![] })
+        self.push(
+            inc,
+            EventKind::Started {
+                primary: true,
+                faults: vec![],
+            },
+        )
     }
     fn apply(&mut self, inc: Incarnation, id: u64) -> &mut Self {
         let msg = self.msg(id);
@@ -46,10 +76,23 @@ impl T {
     }
     fn commit(&mut self, inc: Incarnation, partition: i32, offset: i64) -> &mut Self {
         let at = self.now + 1;
-        self.push(inc, EventKind::Committed { offsets: vec![PartitionOffset { partition, offset }], mode: CommitMode::Sync, requested_at_us: at })
+        self.push(
+            inc,
+            EventKind::Committed {
+                offsets: vec![PartitionOffset { partition, offset }],
+                mode: CommitMode::Sync,
+                requested_at_us: at,
+            },
+        )
     }
     fn crash(&mut self, inc: Incarnation, point: &str) -> &mut Self {
-        self.push(inc, EventKind::Crashed { point: point.into(), hit: 1 })
+        self.push(
+            inc,
+            EventKind::Crashed {
+                point: point.into(),
+                hit: 1,
+            },
+        )
     }
     fn drained(&mut self) -> &mut Self {
         self.push(0, EventKind::Drained)
@@ -62,12 +105,25 @@ impl T {
 #[test]
 fn a_message_never_applied_is_lost_and_the_commit_and_crash_that_lost_it_are_named() {
     let mut t = T::new(SinkSemantics::Ledger, 1, 2);
-    t.start(1).apply(1, 0).commit(1, 0, 2).crash(1, "after-commit").start(2).drained();
+    t.start(1)
+        .apply(1, 0)
+        .commit(1, 0, 2)
+        .crash(1, "after-commit")
+        .start(2)
+        .drained();
     let v = check(&t.done(), Guarantee::AtLeastOnce).unwrap();
-    let lost: Vec<_> = v.violations.iter().filter(|v| v.kind() == ViolationKind::Lost).collect();
+    let lost: Vec<_> = v
+        .violations
+        .iter()
+        .filter(|v| v.kind() == ViolationKind::Lost)
+        .collect();
     assert_eq!(lost.len(), 1);
     match lost[0] {
-        Violation::Lost { msg, commit: Some(c), death: Some(d) } => {
+        Violation::Lost {
+            msg,
+            commit: Some(c),
+            death: Some(d),
+        } => {
             assert_eq!(msg.id, 1);
             assert_eq!((c.inc, c.offset), (1, 2));
             assert_eq!(d.inc, 1);
@@ -76,9 +132,18 @@ fn a_message_never_applied_is_lost_and_the_commit_and_crash_that_lost_it_are_nam
         other => panic!("no witnesses: {other:?}"),
     }
     let words = lost[0].to_string();
-    assert!(words.starts_with("message 1 (partition 0, offset 1) was lost"), "{words}");
-    assert!(words.contains("offset 2 was committed by incarnation 1"), "{words}");
-    assert!(words.contains("then incarnation 1 crashed at `after-commit` hit #1"), "{words}");
+    assert!(
+        words.starts_with("message 1 (partition 0, offset 1) was lost"),
+        "{words}"
+    );
+    assert!(
+        words.contains("offset 2 was committed by incarnation 1"),
+        "{words}"
+    );
+    assert!(
+        words.contains("then incarnation 1 crashed at `after-commit` hit #1"),
+        "{words}"
+    );
     assert_eq!(v.primary_kind(), Some(ViolationKind::Lost));
 }
 
@@ -97,11 +162,22 @@ fn process_then_commit_with_every_message_applied_holds_at_least_once() {
 #[test]
 fn an_effect_applied_twice_is_a_duplicate_with_the_crash_that_caused_the_redelivery() {
     let mut t = T::new(SinkSemantics::Ledger, 1, 1);
-    t.start(1).apply(1, 0).crash(1, "before-commit").start(2).apply(2, 0).commit(2, 0, 1).drained();
+    t.start(1)
+        .apply(1, 0)
+        .crash(1, "before-commit")
+        .start(2)
+        .apply(2, 0)
+        .commit(2, 0, 1)
+        .drained();
     let v = check(&t.done(), Guarantee::AtMostOnce).unwrap();
     assert_eq!(v.kinds(), vec![ViolationKind::Duplicated]);
     match &v.violations[0] {
-        Violation::Duplicated { msg, count, by, death: Some(d) } => {
+        Violation::Duplicated {
+            msg,
+            count,
+            by,
+            death: Some(d),
+        } => {
             assert_eq!((msg.id, *count), (0, 2));
             assert_eq!(by, &vec![1, 2]);
             assert!(d.how.contains("before-commit"));
@@ -115,26 +191,43 @@ fn an_effect_applied_twice_is_a_duplicate_with_the_crash_that_caused_the_redeliv
 #[test]
 fn upsert_state_equal_to_applying_each_input_once_is_effectively_once_even_with_redelivery() {
     let mut t = T::new(SinkSemantics::Upsert, 1, 4);
-    t.start(1).apply(1, 0).apply(1, 1).crash(1, "before-commit").start(2);
+    t.start(1)
+        .apply(1, 0)
+        .apply(1, 1)
+        .crash(1, "before-commit")
+        .start(2);
     for id in 0..4 {
         t.apply(2, id);
     }
     t.commit(2, 0, 4).drained();
     // keys k0: ids 0, 3 → last is 3; k1: 1; k2: 2.
     t.trace.state = Some(vec![("k0".into(), 3), ("k1".into(), 1), ("k2".into(), 2)]);
-    assert!(check(&t.done(), Guarantee::EffectivelyOnce).unwrap().holds());
+    assert!(check(&t.done(), Guarantee::EffectivelyOnce)
+        .unwrap()
+        .holds());
 }
 
 #[test]
 fn an_appended_row_per_redelivery_is_a_state_mismatch_naming_the_key() {
     let mut t = T::new(SinkSemantics::Append, 1, 2);
-    t.start(1).apply(1, 0).crash(1, "after-sink-write").start(2).apply(2, 0).apply(2, 1).commit(2, 0, 2).drained();
+    t.start(1)
+        .apply(1, 0)
+        .crash(1, "after-sink-write")
+        .start(2)
+        .apply(2, 0)
+        .apply(2, 1)
+        .commit(2, 0, 2)
+        .drained();
     t.trace.state = Some(vec![("k0".into(), 0), ("k0".into(), 0), ("k1".into(), 1)]);
     let v = check(&t.done(), Guarantee::EffectivelyOnce).unwrap();
     assert_eq!(v.kinds(), vec![ViolationKind::StateMismatch]);
     assert_eq!(
         v.violations[0],
-        Violation::StateMismatch { key: "k0".into(), expected: vec![0], actual: vec![0, 0] }
+        Violation::StateMismatch {
+            key: "k0".into(),
+            expected: vec![0],
+            actual: vec![0, 0]
+        }
     );
     assert!(v.violations[0].to_string().contains("\"k0\""));
 }
@@ -142,28 +235,57 @@ fn an_appended_row_per_redelivery_is_a_state_mismatch_naming_the_key() {
 #[test]
 fn the_read_committed_output_must_hold_each_input_exactly_once() {
     let mut t = T::new(SinkSemantics::OutputTopic, 1, 3);
-    t.start(1).crash(1, "after-commit-transaction").start(2).drained();
+    t.start(1)
+        .crash(1, "after-commit-transaction")
+        .start(2)
+        .drained();
     t.trace.output = Some(vec![0, 0, 2]);
     let v = check(&t.done(), Guarantee::ExactlyOnceTransactional).unwrap();
-    assert_eq!(v.kinds(), vec![ViolationKind::OutputLost, ViolationKind::OutputDuplicated]);
+    assert_eq!(
+        v.kinds(),
+        vec![ViolationKind::OutputLost, ViolationKind::OutputDuplicated]
+    );
     assert!(matches!(&v.violations[0], Violation::OutputLost { msg } if msg.id == 1));
-    assert!(matches!(&v.violations[1], Violation::OutputDuplicated { msg, count: 2, death: Some(_) } if msg.id == 0));
+    assert!(
+        matches!(&v.violations[1], Violation::OutputDuplicated { msg, count: 2, death: Some(_) } if msg.id == 0)
+    );
     t.trace.output = Some(vec![2, 0, 1]);
-    assert!(check(&t.done(), Guarantee::ExactlyOnceTransactional).unwrap().holds());
+    assert!(check(&t.done(), Guarantee::ExactlyOnceTransactional)
+        .unwrap()
+        .holds());
 }
 
 #[test]
 fn a_commit_lower_than_an_earlier_one_goes_backwards() {
     let mut t = T::new(SinkSemantics::Ledger, 1, 3);
-    t.start(1).apply(1, 0).apply(1, 1).apply(1, 2).commit(1, 0, 3).start(2).commit(2, 0, 1).drained();
+    t.start(1)
+        .apply(1, 0)
+        .apply(1, 1)
+        .apply(1, 2)
+        .commit(1, 0, 3)
+        .start(2)
+        .commit(2, 0, 1)
+        .drained();
     let v = check(&t.done(), Guarantee::AtLeastOnce).unwrap();
     assert_eq!(v.kinds(), vec![ViolationKind::CommitBackwards]);
-    assert!(matches!(&v.violations[0], Violation::CommitBackwards { partition: 0, from: 3, to: 1, commit } if commit.inc == 2));
+    assert!(
+        matches!(&v.violations[0], Violation::CommitBackwards { partition: 0, from: 3, to: 1, commit } if commit.inc == 2)
+    );
     // Read from the broker too.
     let mut t = T::new(SinkSemantics::Ledger, 1, 1);
     t.start(1).apply(1, 0);
-    t.push(0, EventKind::BrokerCommitted { offsets: vec![(0, Some(1))] });
-    t.push(0, EventKind::BrokerCommitted { offsets: vec![(0, Some(0))] });
+    t.push(
+        0,
+        EventKind::BrokerCommitted {
+            offsets: vec![(0, Some(1))],
+        },
+    );
+    t.push(
+        0,
+        EventKind::BrokerCommitted {
+            offsets: vec![(0, Some(0))],
+        },
+    );
     t.drained();
     assert_eq!(commit_backwards(&t.done()).len(), 1);
 }
@@ -171,11 +293,19 @@ fn a_commit_lower_than_an_earlier_one_goes_backwards() {
 #[test]
 fn committing_past_a_message_not_yet_applied_is_committed_too_far_once_per_message() {
     let mut t = T::new(SinkSemantics::Ledger, 1, 2);
-    t.start(1).commit(1, 0, 1).apply(1, 0).commit(1, 0, 2).commit(1, 0, 2).apply(1, 1).drained();
+    t.start(1)
+        .commit(1, 0, 1)
+        .apply(1, 0)
+        .commit(1, 0, 2)
+        .commit(1, 0, 2)
+        .apply(1, 1)
+        .drained();
     let v = check(&t.done(), Guarantee::AtLeastOnce).unwrap();
     assert_eq!(v.kinds(), vec![ViolationKind::CommittedTooFar]);
     assert_eq!(v.violations.len(), 2, "{:#?}", v.violations);
-    assert!(matches!(&v.violations[0], Violation::CommittedTooFar { unprocessed, count: 1, .. } if unprocessed.id == 0));
+    assert!(
+        matches!(&v.violations[0], Violation::CommittedTooFar { unprocessed, count: 1, .. } if unprocessed.id == 0)
+    );
     // At-most-once commits first by design: not a violation there.
     assert!(check(&t.done(), Guarantee::AtMostOnce).unwrap().holds());
 }
@@ -184,7 +314,17 @@ fn committing_past_a_message_not_yet_applied_is_committed_too_far_once_per_messa
 fn transactional_commits_are_judged_on_the_output_not_on_processing_order() {
     let mut t = T::new(SinkSemantics::Ledger, 1, 1);
     t.start(1);
-    t.push(1, EventKind::Committed { offsets: vec![PartitionOffset { partition: 0, offset: 1 }], mode: CommitMode::Transaction, requested_at_us: 1 });
+    t.push(
+        1,
+        EventKind::Committed {
+            offsets: vec![PartitionOffset {
+                partition: 0,
+                offset: 1,
+            }],
+            mode: CommitMode::Transaction,
+            requested_at_us: 1,
+        },
+    );
     t.apply(1, 0).drained();
     assert!(committed_too_far(&t.done()).is_empty());
 }
@@ -193,7 +333,13 @@ fn transactional_commits_are_judged_on_the_output_not_on_processing_order() {
 fn a_group_that_does_not_drain_is_stuck() {
     let mut t = T::new(SinkSemantics::Ledger, 1, 1);
     t.start(1).apply(1, 0);
-    t.push(0, EventKind::Stuck { lag: vec![(0, 1)], waited_ms: 5000 });
+    t.push(
+        0,
+        EventKind::Stuck {
+            lag: vec![(0, 1)],
+            waited_ms: 5000,
+        },
+    );
     let v = check(&t.done(), Guarantee::AtLeastOnce).unwrap();
     assert_eq!(v.kinds(), vec![ViolationKind::Stuck]);
     assert!(v.violations[0].to_string().contains("partition 0: 1"));
@@ -206,19 +352,48 @@ fn malformed_traces_are_errors_not_verdicts() {
     t.start(1).apply(1, 0);
     let mut bad = t.done();
     bad.events.swap(0, 2);
-    assert!(matches!(check(&bad, Guarantee::AtLeastOnce), Err(crate::Error::MalformedTrace(_))));
+    assert!(matches!(
+        check(&bad, Guarantee::AtLeastOnce),
+        Err(crate::Error::MalformedTrace(_))
+    ));
     // An effect of a message at an offset the broker did not give it.
     let mut bad = t.done();
-    bad.events.push(Event { at_us: 99, inc: 1, kind: EventKind::Applied { msg: MessageRef { id: 0, partition: 0, offset: 7 } } });
-    assert!(matches!(check(&bad, Guarantee::AtLeastOnce), Err(crate::Error::MalformedTrace(_))));
+    bad.events.push(Event {
+        at_us: 99,
+        inc: 1,
+        kind: EventKind::Applied {
+            msg: MessageRef {
+                id: 0,
+                partition: 0,
+                offset: 7,
+            },
+        },
+    });
+    assert!(matches!(
+        check(&bad, Guarantee::AtLeastOnce),
+        Err(crate::Error::MalformedTrace(_))
+    ));
     // An event of an incarnation that never started.
     let mut bad = t.done();
-    bad.events.push(Event { at_us: 99, inc: 9, kind: EventKind::Crashed { point: "x".into(), hit: 1 } });
-    assert!(matches!(check(&bad, Guarantee::AtLeastOnce), Err(crate::Error::MalformedTrace(_))));
+    bad.events.push(Event {
+        at_us: 99,
+        inc: 9,
+        kind: EventKind::Crashed {
+            point: "x".into(),
+            hit: 1,
+        },
+    });
+    assert!(matches!(
+        check(&bad, Guarantee::AtLeastOnce),
+        Err(crate::Error::MalformedTrace(_))
+    ));
     // A stateful sink whose state was never read back.
     let mut t = T::new(SinkSemantics::Upsert, 1, 1);
     t.trace.state = None;
-    assert!(matches!(check(&t.done(), Guarantee::EffectivelyOnce), Err(crate::Error::MalformedTrace(_))));
+    assert!(matches!(
+        check(&t.done(), Guarantee::EffectivelyOnce),
+        Err(crate::Error::MalformedTrace(_))
+    ));
     // Another format version.
     let mut bad = T::new(SinkSemantics::Ledger, 1, 1).done();
     bad.version = 99;
@@ -228,8 +403,14 @@ fn malformed_traces_are_errors_not_verdicts() {
 #[test]
 fn a_guarantee_is_refused_with_a_sink_that_cannot_judge_it() {
     let t = T::new(SinkSemantics::Ledger, 1, 1).done();
-    assert!(matches!(check(&t, Guarantee::EffectivelyOnce), Err(crate::Error::Config(_))));
-    assert!(matches!(check(&t, Guarantee::ExactlyOnceTransactional), Err(crate::Error::Config(_))));
+    assert!(matches!(
+        check(&t, Guarantee::EffectivelyOnce),
+        Err(crate::Error::Config(_))
+    ));
+    assert!(matches!(
+        check(&t, Guarantee::ExactlyOnceTransactional),
+        Err(crate::Error::Config(_))
+    ));
 }
 
 // ---- property tests against brute-force references ----
@@ -250,10 +431,20 @@ fn synthetic() -> impl Strategy<Value = Trace> {
                 Just(Op::Crash),
             ];
             let state = proptest::collection::vec((0u64..3, 0..messages), 0..6);
-            (Just(partitions), Just(messages), Just(upsert), proptest::collection::vec((1u32..=3, op), 0..24), state)
+            (
+                Just(partitions),
+                Just(messages),
+                Just(upsert),
+                proptest::collection::vec((1u32..=3, op), 0..24),
+                state,
+            )
         })
         .prop_map(|(partitions, messages, upsert, ops, state)| {
-            let sink = if upsert { SinkSemantics::Upsert } else { SinkSemantics::Append };
+            let sink = if upsert {
+                SinkSemantics::Upsert
+            } else {
+                SinkSemantics::Append
+            };
             let mut t = T::new(sink, partitions, messages);
             t.start(1).start(2).start(3);
             for (inc, op) in ops {
@@ -264,13 +455,21 @@ fn synthetic() -> impl Strategy<Value = Trace> {
                 };
             }
             t.drained();
-            t.trace.state = Some(state.into_iter().map(|(k, id)| (format!("k{k}"), id)).collect());
+            t.trace.state = Some(
+                state
+                    .into_iter()
+                    .map(|(k, id)| (format!("k{k}"), id))
+                    .collect(),
+            );
             t.done()
         })
 }
 
 fn ref_counts(t: &Trace, id: u64) -> usize {
-    t.events.iter().filter(|e| matches!(&e.kind, EventKind::Applied { msg } if msg.id == id)).count()
+    t.events
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::Applied { msg } if msg.id == id))
+        .count()
 }
 
 fn ref_produced(t: &Trace) -> Vec<(MessageRef, String)> {

@@ -33,10 +33,17 @@ pub(crate) fn block_on<F: std::future::Future>(fut: F) -> ClusterResult<F::Outpu
 }
 
 fn options() -> AdminOptions {
-    AdminOptions::new().operation_timeout(Some(CALL_TIMEOUT)).request_timeout(Some(CALL_TIMEOUT))
+    AdminOptions::new()
+        .operation_timeout(Some(CALL_TIMEOUT))
+        .request_timeout(Some(CALL_TIMEOUT))
 }
 
-pub(crate) fn create_topic(config: &ClientConfig, topic: &str, partitions: i32, rf: i32) -> ClusterResult<()> {
+pub(crate) fn create_topic(
+    config: &ClientConfig,
+    topic: &str,
+    partitions: i32,
+    rf: i32,
+) -> ClusterResult<()> {
     create_topic_with(config, topic, partitions, rf, &[])
 }
 
@@ -53,10 +60,11 @@ pub(crate) fn create_topic_with(
         new = new.set(k, v);
     }
     let during = || format!("creating topic {topic}");
-    let results = block_on(client.create_topics([&new], &options()))?.map_err(|e| ClusterError::Admin {
-        during: during(),
-        reason: e.to_string(),
-    })?;
+    let results =
+        block_on(client.create_topics([&new], &options()))?.map_err(|e| ClusterError::Admin {
+            during: during(),
+            reason: e.to_string(),
+        })?;
     for r in results {
         match r {
             Ok(_) => {}
@@ -77,10 +85,11 @@ pub(crate) fn delete_topics(config: &ClientConfig, topics: &[&str]) -> ClusterRe
         return Ok(());
     }
     let client = admin(config)?;
-    let results = block_on(client.delete_topics(topics, &options()))?.map_err(|e| ClusterError::Admin {
-        during: "deleting topics".into(),
-        reason: e.to_string(),
-    })?;
+    let results =
+        block_on(client.delete_topics(topics, &options()))?.map_err(|e| ClusterError::Admin {
+            during: "deleting topics".into(),
+            reason: e.to_string(),
+        })?;
     for r in results {
         if let Err((name, code)) = r {
             if code != RDKafkaErrorCode::UnknownTopicOrPartition {
@@ -99,10 +108,11 @@ pub(crate) fn delete_groups(config: &ClientConfig, groups: &[&str]) -> ClusterRe
         return Ok(());
     }
     let client = admin(config)?;
-    let results = block_on(client.delete_groups(groups, &options()))?.map_err(|e| ClusterError::Admin {
-        during: "deleting groups".into(),
-        reason: e.to_string(),
-    })?;
+    let results =
+        block_on(client.delete_groups(groups, &options()))?.map_err(|e| ClusterError::Admin {
+            during: "deleting groups".into(),
+            reason: e.to_string(),
+        })?;
     for r in results {
         if let Err((name, code)) = r {
             if code != RDKafkaErrorCode::GroupIdNotFound {
@@ -126,7 +136,10 @@ pub(crate) fn wait_ready(
     timeout: Duration,
 ) -> ClusterResult<()> {
     let started = Instant::now();
-    let bootstrap = config.get("bootstrap.servers").unwrap_or_default().to_string();
+    let bootstrap = config
+        .get("bootstrap.servers")
+        .unwrap_or_default()
+        .to_string();
     let mut last = String::from("no answer yet");
     let probe = probe_prefix.map(|p| format!("{p}ready-{}-{}", std::process::id(), nonce()));
     while started.elapsed() < timeout {

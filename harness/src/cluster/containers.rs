@@ -21,11 +21,14 @@ use testcontainers::{Container, GenericImage, ImageExt};
 
 use super::props::{broker_properties, cluster_id};
 use super::reaper::{hostname, pid_alive, LABEL_OWNER_HOST, LABEL_OWNER_PID};
-use super::{Backend, BackendKind, ClusterConfig, ClusterError, ClusterResult};
+use super::{Backend, BackendKind, ClusterConfig, ClusterError, ClusterResult, KAFKA_VERSION};
 
 fn docker_err(during: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> ClusterError {
     let during = during.into();
-    move |e| ClusterError::Docker { during, reason: e.to_string() }
+    move |e| ClusterError::Docker {
+        during,
+        reason: e.to_string(),
+    }
 }
 
 fn endpoint() -> String {
@@ -36,7 +39,10 @@ fn runtime() -> ClusterResult<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| ClusterError::Process { during: "building an async runtime".into(), source: e })
+        .map_err(|e| ClusterError::Process {
+            during: "building an async runtime".into(),
+            source: e,
+        })
 }
 
 /// A Docker client at the engine's own API version (older engines reject newer clients),
@@ -57,7 +63,10 @@ fn docker(rt: &tokio::runtime::Runtime) -> ClusterResult<Docker> {
             .map_err(|e| e.to_string())?;
         Ok::<_, String>(d)
     })
-    .map_err(|reason| ClusterError::NoDocker { endpoint: endpoint(), reason })
+    .map_err(|reason| ClusterError::NoDocker {
+        endpoint: endpoint(),
+        reason,
+    })
 }
 
 /// `Ok(endpoint)` when a Docker engine answers a ping.
@@ -86,9 +95,18 @@ pub(crate) struct Containers {
 fn remove_leftovers(rt: &tokio::runtime::Runtime, docker: &Docker) {
     let host = hostname();
     let mut filters = HashMap::new();
-    filters.insert("label".to_string(), vec![format!("{LABEL_OWNER_HOST}={host}")]);
-    let opts = ListContainersOptions { all: true, filters: Some(filters.clone()), ..Default::default() };
-    let Ok(list) = rt.block_on(docker.list_containers(Some(opts))) else { return };
+    filters.insert(
+        "label".to_string(),
+        vec![format!("{LABEL_OWNER_HOST}={host}")],
+    );
+    let opts = ListContainersOptions {
+        all: true,
+        filters: Some(filters.clone()),
+        ..Default::default()
+    };
+    let Ok(list) = rt.block_on(docker.list_containers(Some(opts))) else {
+        return;
+    };
     let dead = |labels: &Option<HashMap<String, String>>| {
         labels
             .as_ref()
@@ -99,12 +117,18 @@ fn remove_leftovers(rt: &tokio::runtime::Runtime, docker: &Docker) {
     for c in list {
         if dead(&c.labels) {
             if let Some(id) = c.id {
-                let opts = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+                let opts = RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                };
                 let _ = rt.block_on(docker.remove_container(&id, Some(opts)));
             }
         }
     }
-    let opts = ListNetworksOptions { filters: Some(filters) };
+    let opts = ListNetworksOptions {
+        filters: Some(filters),
+    };
     if let Ok(nets) = rt.block_on(docker.list_networks(Some(opts))) {
         for n in nets {
             if dead(&n.labels) {
@@ -116,11 +140,31 @@ fn remove_leftovers(rt: &tokio::runtime::Runtime, docker: &Docker) {
     }
 }
 
+/// The configured image; but where it is the default `apache/kafka` image, absent locally, and
+/// the image `ci/setup` builds is present, that one (no registry needed).
+fn choose_image(rt: &tokio::runtime::Runtime, docker: &Docker, configured: &str) -> String {
+    let default = format!("apache/kafka:{KAFKA_VERSION}");
+    let local = format!("localhost/kafka-harness/kafka:{KAFKA_VERSION}");
+    let present = |name: &str| rt.block_on(docker.inspect_image(name)).is_ok();
+    if configured == default
+        && std::env::var_os("KAFKA_HARNESS_IMAGE").is_none()
+        && !present(&default)
+        && present(&local)
+    {
+        eprintln!("kafka-harness: {default} is not present; using {local} built by ci/setup");
+        return local;
+    }
+    configured.to_string()
+}
+
 fn split_image(image: &str) -> (String, String) {
     // The tag is after the last ':' that follows the last '/' (a registry may have a port).
     let slash = image.rfind('/').map(|i| i + 1).unwrap_or(0);
     match image[slash..].rfind(':') {
-        Some(i) => (image[..slash + i].to_string(), image[slash + i + 1..].to_string()),
+        Some(i) => (
+            image[..slash + i].to_string(),
+            image[slash + i + 1..].to_string(),
+        ),
         None => (image.to_string(), "latest".to_string()),
     }
 }
@@ -157,19 +201,26 @@ impl Containers {
                 labels: Some(labels),
                 ..Default::default()
             };
-            rt.block_on(docker.create_network(req)).map_err(docker_err("creating the broker network"))?;
+            rt.block_on(docker.create_network(req))
+                .map_err(docker_err("creating the broker network"))?;
         }
         let ports: Vec<u16> = (0..n)
             .map(|_| {
                 std::net::TcpListener::bind("127.0.0.1:0")
                     .and_then(|l| l.local_addr())
                     .map(|a| a.port())
-                    .map_err(|e| ClusterError::Process { during: "finding a free port".into(), source: e })
+                    .map_err(|e| ClusterError::Process {
+                        during: "finding a free port".into(),
+                        source: e,
+                    })
             })
             .collect::<ClusterResult<_>>()?;
-        let names: Vec<String> = (0..n).map(|i| format!("kafka-harness-{tag}-{}", i + 1)).collect();
+        let names: Vec<String> = (0..n)
+            .map(|i| format!("kafka-harness-{tag}-{}", i + 1))
+            .collect();
         let id = cluster_id();
-        let (repo, version) = split_image(&config.image);
+        let image = choose_image(&rt, &docker, &config.image);
+        let (repo, version) = split_image(&image);
         let mut brokers = Vec::new();
         let mut started = Vec::new();
         for i in 0..n {
@@ -189,17 +240,34 @@ impl Containers {
             let (internal, voters) = match &network {
                 Some(_) => (
                     format!("{}:19092", names[i]),
-                    names.iter().enumerate().map(|(j, nm)| format!("{}@{nm}:29093", j + 1)).collect::<Vec<_>>().join(","),
+                    names
+                        .iter()
+                        .enumerate()
+                        .map(|(j, nm)| format!("{}@{nm}:29093", j + 1))
+                        .collect::<Vec<_>>()
+                        .join(","),
                 ),
-                None => ("localhost:19092".to_string(), "1@localhost:29093".to_string()),
+                None => (
+                    "localhost:19092".to_string(),
+                    "1@localhost:29093".to_string(),
+                ),
             };
             if let Some(net) = &network {
                 req = req.with_network(net.clone());
             }
             req = req
-                .with_env_var("KAFKA_LISTENERS", "PLAINTEXT://0.0.0.0:9092,BROKER://0.0.0.0:19092,CONTROLLER://0.0.0.0:29093")
-                .with_env_var("KAFKA_ADVERTISED_LISTENERS", format!("PLAINTEXT://127.0.0.1:{},BROKER://{internal}", ports[i]))
-                .with_env_var("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "PLAINTEXT:PLAINTEXT,BROKER:PLAINTEXT,CONTROLLER:PLAINTEXT")
+                .with_env_var(
+                    "KAFKA_LISTENERS",
+                    "PLAINTEXT://0.0.0.0:9092,BROKER://0.0.0.0:19092,CONTROLLER://0.0.0.0:29093",
+                )
+                .with_env_var(
+                    "KAFKA_ADVERTISED_LISTENERS",
+                    format!("PLAINTEXT://127.0.0.1:{},BROKER://{internal}", ports[i]),
+                )
+                .with_env_var(
+                    "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+                    "PLAINTEXT:PLAINTEXT,BROKER:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                )
                 .with_env_var("KAFKA_INTER_BROKER_LISTENER_NAME", "BROKER")
                 .with_env_var("KAFKA_CONTROLLER_QUORUM_VOTERS", voters)
                 .with_env_var("KAFKA_LOG_DIRS", "/tmp/kraft-combined-logs");
@@ -209,7 +277,9 @@ impl Containers {
             match req.start() {
                 Ok(c) => started.push(c),
                 Err(e) => {
-                    let hint = if e.to_string().contains("pull") || e.to_string().contains("No such image") {
+                    let hint = if e.to_string().contains("pull")
+                        || e.to_string().contains("No such image")
+                    {
                         " (no registry here? run `ci/setup` and set KAFKA_HARNESS_IMAGE=localhost/kafka-harness/kafka:4.1.1)"
                     } else {
                         ""
@@ -226,15 +296,34 @@ impl Containers {
             }
         }
         for (name, c) in names.into_iter().zip(started) {
-            brokers.push(Broker { name, container: Some(c) });
+            brokers.push(Broker {
+                name,
+                container: Some(c),
+            });
         }
-        let bootstrap = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
-        Ok(Containers { rt, docker, brokers: Mutex::new(brokers), network, bootstrap })
+        let bootstrap = ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok(Containers {
+            rt,
+            docker,
+            brokers: Mutex::new(brokers),
+            network,
+            bootstrap,
+        })
     }
 
     fn name(&self, i: usize) -> ClusterResult<String> {
         let brokers = self.brokers.lock().unwrap_or_else(|p| p.into_inner());
-        brokers.get(i).map(|b| b.name.clone()).ok_or(ClusterError::NoSuchBroker { index: i, count: brokers.len() })
+        brokers
+            .get(i)
+            .map(|b| b.name.clone())
+            .ok_or(ClusterError::NoSuchBroker {
+                index: i,
+                count: brokers.len(),
+            })
     }
 }
 
@@ -247,26 +336,41 @@ impl Backend for Containers {
     }
     fn kill(&self, i: usize) -> ClusterResult<()> {
         let name = self.name(i)?;
-        let opts = KillContainerOptions { signal: "SIGKILL".into() };
-        self.rt.block_on(self.docker.kill_container(&name, Some(opts))).map_err(docker_err(format!("killing {name}")))
+        let opts = KillContainerOptions {
+            signal: "SIGKILL".into(),
+        };
+        self.rt
+            .block_on(self.docker.kill_container(&name, Some(opts)))
+            .map_err(docker_err(format!("killing {name}")))
     }
     fn start(&self, i: usize) -> ClusterResult<()> {
         let name = self.name(i)?;
         // Stop hard if running (a no-op error when already dead), then start: same ports, same data.
-        let opts = KillContainerOptions { signal: "SIGKILL".into() };
-        let _ = self.rt.block_on(self.docker.kill_container(&name, Some(opts)));
+        let opts = KillContainerOptions {
+            signal: "SIGKILL".into(),
+        };
+        let _ = self
+            .rt
+            .block_on(self.docker.kill_container(&name, Some(opts)));
         let _ = self.rt.block_on(self.docker.unpause_container(&name));
         self.rt
-            .block_on(self.docker.start_container(&name, None::<bollard::query_parameters::StartContainerOptions>))
+            .block_on(self.docker.start_container(
+                &name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            ))
             .map_err(docker_err(format!("starting {name}")))
     }
     fn pause(&self, i: usize) -> ClusterResult<()> {
         let name = self.name(i)?;
-        self.rt.block_on(self.docker.pause_container(&name)).map_err(docker_err(format!("pausing {name}")))
+        self.rt
+            .block_on(self.docker.pause_container(&name))
+            .map_err(docker_err(format!("pausing {name}")))
     }
     fn resume(&self, i: usize) -> ClusterResult<()> {
         let name = self.name(i)?;
-        self.rt.block_on(self.docker.unpause_container(&name)).map_err(docker_err(format!("resuming {name}")))
+        self.rt
+            .block_on(self.docker.unpause_container(&name))
+            .map_err(docker_err(format!("resuming {name}")))
     }
     /// Runs from `atexit` too, where thread-locals (and so tokio and testcontainers' drop)
     /// are gone: plain HTTP on the engine's socket, and testcontainers' handles forgotten.
@@ -274,7 +378,10 @@ impl Backend for Containers {
         let mut brokers = self.brokers.lock().unwrap_or_else(|p| p.into_inner());
         for b in brokers.iter_mut() {
             let _ = engine_request("POST", &format!("/containers/{}/unpause", b.name));
-            let _ = engine_request("DELETE", &format!("/containers/{}?force=true&v=true", b.name));
+            let _ = engine_request(
+                "DELETE",
+                &format!("/containers/{}?force=true&v=true", b.name),
+            );
             if let Some(c) = b.container.take() {
                 std::mem::forget(c);
             }
@@ -301,7 +408,10 @@ fn engine_request(method: &str, path: &str) -> std::io::Result<u16> {
     write!(stream, "{method} {path} HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
     let mut head = [0u8; 12];
     stream.read_exact(&mut head)?;
-    let status = std::str::from_utf8(&head[9..12]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     Ok(status)
 }
 
@@ -311,14 +421,23 @@ mod tests {
 
     #[test]
     fn property_names_render_to_the_official_images_env_names() {
-        assert_eq!(env_name("group.initial.rebalance.delay.ms"), "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS");
+        assert_eq!(
+            env_name("group.initial.rebalance.delay.ms"),
+            "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"
+        );
         assert_eq!(env_name("a_b-c"), "KAFKA_A__B___C");
     }
 
     #[test]
     fn image_names_split_at_the_tag_not_the_registry_port() {
-        assert_eq!(split_image("apache/kafka:4.1.1"), ("apache/kafka".into(), "4.1.1".into()));
-        assert_eq!(split_image("localhost:5000/k:1"), ("localhost:5000/k".into(), "1".into()));
+        assert_eq!(
+            split_image("apache/kafka:4.1.1"),
+            ("apache/kafka".into(), "4.1.1".into())
+        );
+        assert_eq!(
+            split_image("localhost:5000/k:1"),
+            ("localhost:5000/k".into(), "1".into())
+        );
         assert_eq!(split_image("k"), ("k".into(), "latest".into()));
     }
 }

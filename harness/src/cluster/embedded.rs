@@ -33,9 +33,13 @@ impl Embedded {
             .create()
             .map_err(|e| ClusterError::Embedded(e.to_string()))?;
         // SAFETY: the client outlives the mock (see field order); the pointer is checked.
-        let mock = unsafe { rdsys::rd_kafka_mock_cluster_new(client.client().native_ptr(), brokers as i32) };
+        let mock = unsafe {
+            rdsys::rd_kafka_mock_cluster_new(client.client().native_ptr(), brokers as i32)
+        };
         if mock.is_null() {
-            return Err(ClusterError::Embedded("rd_kafka_mock_cluster_new returned null".into()));
+            return Err(ClusterError::Embedded(
+                "rd_kafka_mock_cluster_new returned null".into(),
+            ));
         }
         // SAFETY: mock is a live mock cluster; bootstraps returns a string it owns.
         let bootstrap = unsafe {
@@ -65,7 +69,10 @@ impl Embedded {
         if err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
             Ok(())
         } else {
-            Err(ClusterError::Embedded(format!("mock broker {id} set {}: {err:?}", if up { "up" } else { "down" })))
+            Err(ClusterError::Embedded(format!(
+                "mock broker {id} set {}: {err:?}",
+                if up { "up" } else { "down" }
+            )))
         }
     }
 }
@@ -94,17 +101,30 @@ impl Backend for Embedded {
     fn probe_with_topic(&self) -> bool {
         false
     }
-    fn create_topic(&self, topic: &str, partitions: i32, replication: i32) -> Option<ClusterResult<()>> {
+    fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        replication: i32,
+    ) -> Option<ClusterResult<()>> {
         let Ok(name) = std::ffi::CString::new(topic) else {
-            return Some(Err(ClusterError::Embedded(format!("topic name {topic:?} contains NUL"))));
+            return Some(Err(ClusterError::Embedded(format!(
+                "topic name {topic:?} contains NUL"
+            ))));
         };
         // SAFETY: the mock is alive; the name is a valid C string for the call's duration.
-        let err = unsafe { rdsys::rd_kafka_mock_topic_create(self.mock.0, name.as_ptr(), partitions, replication) };
-        Some(if err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-            Ok(())
-        } else {
-            Err(ClusterError::Embedded(format!("creating topic {topic}: {err:?}")))
-        })
+        let err = unsafe {
+            rdsys::rd_kafka_mock_topic_create(self.mock.0, name.as_ptr(), partitions, replication)
+        };
+        Some(
+            if err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                Ok(())
+            } else {
+                Err(ClusterError::Embedded(format!(
+                    "creating topic {topic}: {err:?}"
+                )))
+            },
+        )
     }
     /// Mock topics live in memory under unique names; the mock has no DeleteTopics.
     fn admin_deletes(&self) -> bool {

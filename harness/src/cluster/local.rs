@@ -14,7 +14,9 @@ use super::{Backend, BackendKind, ClusterConfig, ClusterError, ClusterResult, KA
 pub(crate) fn default_libs_dir() -> PathBuf {
     let cache = std::env::var_os("KAFKA_HARNESS_CACHE")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("kafka-harness")))
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("kafka-harness"))
+        })
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kafka-harness")))
         .unwrap_or_else(|| PathBuf::from("/tmp/kafka-harness-cache"));
     cache.join(format!("kafka-{KAFKA_VERSION}")).join("libs")
@@ -29,7 +31,12 @@ pub(crate) fn check_libs(dir: &Path) -> Result<(), String> {
     if !has_core {
         return Err(format!("no kafka_2.13-*.jar in {}", dir.display()));
     }
-    match Command::new(java()).arg("-version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+    match Command::new(java())
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
         Ok(s) if s.success() => Ok(()),
         Ok(s) => Err(format!("`java -version` exited with {s}")),
         Err(e) => Err(format!("no java: {e}")),
@@ -62,19 +69,27 @@ fn free_port() -> ClusterResult<u16> {
         during: "finding a free port".into(),
         source: e,
     })?;
-    l.local_addr().map(|a| a.port()).map_err(|e| ClusterError::Process {
-        during: "finding a free port".into(),
-        source: e,
-    })
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| ClusterError::Process {
+            during: "finding a free port".into(),
+            source: e,
+        })
 }
 
 /// Remove data directories of local clusters whose owner process is gone.
 fn remove_leftovers() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
     for e in entries.filter_map(|e| e.ok()) {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("kafka-harness-local-") else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Some(rest) = name.strip_prefix("kafka-harness-local-") else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
         if !pid_alive(pid) {
             let _ = std::fs::remove_dir_all(e.path());
         }
@@ -92,9 +107,13 @@ impl Local {
         let dir = tempfile::Builder::new()
             .prefix(&format!("kafka-harness-local-{}-", std::process::id()))
             .tempdir()
-            .map_err(|e| ClusterError::Process { during: "creating the data directory".into(), source: e })?;
+            .map_err(|e| ClusterError::Process {
+                during: "creating the data directory".into(),
+                source: e,
+            })?;
         let client_ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<ClusterResult<_>>()?;
-        let controller_ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<ClusterResult<_>>()?;
+        let controller_ports: Vec<u16> =
+            (0..n).map(|_| free_port()).collect::<ClusterResult<_>>()?;
         let voters = controller_ports
             .iter()
             .enumerate()
@@ -117,11 +136,22 @@ impl Local {
                 "listeners=PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
                 client_ports[i], controller_ports[i]
             );
-            let _ = writeln!(p, "advertised.listeners=PLAINTEXT://127.0.0.1:{}", client_ports[i]);
-            let _ = writeln!(p, "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT");
+            let _ = writeln!(
+                p,
+                "advertised.listeners=PLAINTEXT://127.0.0.1:{}",
+                client_ports[i]
+            );
+            let _ = writeln!(
+                p,
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+            );
             let _ = writeln!(p, "controller.listener.names=CONTROLLER");
             let _ = writeln!(p, "inter.broker.listener.name=PLAINTEXT");
-            let _ = writeln!(p, "log.dirs={}", dir.path().join(format!("data-{node}")).display());
+            let _ = writeln!(
+                p,
+                "log.dirs={}",
+                dir.path().join(format!("data-{node}")).display()
+            );
             for (k, v) in broker_properties(n) {
                 let _ = writeln!(p, "{k}={v}");
             }
@@ -133,18 +163,35 @@ impl Local {
             cmd.arg("-cp")
                 .arg(classpath(&config.kafka_libs))
                 .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
-                .args(["kafka.tools.StorageTool", "format", "--ignore-formatted", "-t", &id, "-c"])
+                .args([
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--ignore-formatted",
+                    "-t",
+                    &id,
+                    "-c",
+                ])
                 .arg(&properties)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
-            let child = spawn_tied(cmd).map_err(|e| ClusterError::Process { during: "formatting storage".into(), source: e })?;
+            let child = spawn_tied(cmd).map_err(|e| ClusterError::Process {
+                during: "formatting storage".into(),
+                source: e,
+            })?;
             formats.push(child);
-            brokers.push(Broker { properties, log, child: None });
+            brokers.push(Broker {
+                properties,
+                log,
+                child: None,
+            });
         }
         for child in formats {
             let out = child
                 .wait_with_output()
-                .map_err(|e| ClusterError::Process { during: "formatting storage".into(), source: e })?;
+                .map_err(|e| ClusterError::Process {
+                    during: "formatting storage".into(),
+                    source: e,
+                })?;
             if !out.status.success() {
                 return Err(ClusterError::Process {
                     during: "formatting storage".into(),
@@ -173,10 +220,16 @@ impl Local {
         Ok(local)
     }
 
-    fn with_broker<T>(&self, i: usize, f: impl FnOnce(&mut Broker) -> ClusterResult<T>) -> ClusterResult<T> {
+    fn with_broker<T>(
+        &self,
+        i: usize,
+        f: impl FnOnce(&mut Broker) -> ClusterResult<T>,
+    ) -> ClusterResult<T> {
         let mut brokers = self.brokers.lock().unwrap_or_else(|p| p.into_inner());
         let count = brokers.len();
-        let b = brokers.get_mut(i).ok_or(ClusterError::NoSuchBroker { index: i, count })?;
+        let b = brokers
+            .get_mut(i)
+            .ok_or(ClusterError::NoSuchBroker { index: i, count })?;
         f(b)
     }
 
@@ -205,7 +258,10 @@ fn classpath(libs: &Path) -> String {
 }
 
 fn write(path: &Path, text: &str) -> ClusterResult<()> {
-    std::fs::write(path, text).map_err(|e| ClusterError::Process { during: format!("writing {}", path.display()), source: e })
+    std::fs::write(path, text).map_err(|e| ClusterError::Process {
+        during: format!("writing {}", path.display()),
+        source: e,
+    })
 }
 
 const LOG4J2: &str = "\
@@ -256,19 +312,33 @@ impl Backend for Local {
                 .create(true)
                 .append(true)
                 .open(&b.log)
-                .map_err(|e| ClusterError::Process { during: "opening the broker log".into(), source: e })?;
-            let log2 = log.try_clone().map_err(|e| ClusterError::Process { during: "opening the broker log".into(), source: e })?;
+                .map_err(|e| ClusterError::Process {
+                    during: "opening the broker log".into(),
+                    source: e,
+                })?;
+            let log2 = log.try_clone().map_err(|e| ClusterError::Process {
+                during: "opening the broker log".into(),
+                source: e,
+            })?;
             let mut cmd = Command::new(java());
-            cmd.args(["-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-Djava.awt.headless=true"])
-                .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
-                .arg("-cp")
-                .arg(classpath(&libs))
-                .arg("kafka.Kafka")
-                .arg(&b.properties)
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log2);
-            let child = spawn_tied(cmd).map_err(|e| ClusterError::Process { during: format!("starting broker {i}"), source: e })?;
+            cmd.args([
+                "-Xms128m",
+                "-Xmx512m",
+                "-XX:+UseSerialGC",
+                "-Djava.awt.headless=true",
+            ])
+            .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
+            .arg("-cp")
+            .arg(classpath(&libs))
+            .arg("kafka.Kafka")
+            .arg(&b.properties)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+            let child = spawn_tied(cmd).map_err(|e| ClusterError::Process {
+                during: format!("starting broker {i}"),
+                source: e,
+            })?;
             b.child = Some(child);
             Ok(())
         })

@@ -144,7 +144,9 @@ impl ClusterConfig {
         if let Some(v) = env_nonempty("KAFKA_HARNESS_PREFIX") {
             c.prefix = v;
         }
-        if let Some(ms) = env_nonempty("KAFKA_HARNESS_READY_TIMEOUT_MS").and_then(|v| v.parse().ok()) {
+        if let Some(ms) =
+            env_nonempty("KAFKA_HARNESS_READY_TIMEOUT_MS").and_then(|v| v.parse().ok())
+        {
             c.ready_timeout = Duration::from_millis(ms);
         }
         Ok(c)
@@ -165,15 +167,22 @@ impl ClusterConfig {
     /// Decide which backend to use and why, without starting anything.
     pub fn choose(&self) -> ClusterResult<(BackendKind, String)> {
         if let Some(kind) = self.backend {
-            return Ok((kind, "forced by KAFKA_HARNESS_BACKEND / ClusterConfig::backend".into()));
+            return Ok((
+                kind,
+                "forced by KAFKA_HARNESS_BACKEND / ClusterConfig::backend".into(),
+            ));
         }
         if let Some(b) = &self.bootstrap {
-            return Ok((BackendKind::External, format!("KAFKA_HARNESS_BOOTSTRAP={b}")));
+            return Ok((
+                BackendKind::External,
+                format!("KAFKA_HARNESS_BOOTSTRAP={b}"),
+            ));
         }
         match containers::docker_answers() {
-            Ok(endpoint) => {
-                return Ok((BackendKind::Containers, format!("a Docker engine answers at {endpoint}")))
-            }
+            Ok(endpoint) => Ok((
+                BackendKind::Containers,
+                format!("a Docker engine answers at {endpoint}"),
+            )),
             Err(no_docker) => {
                 if let Err(why) = local::check_libs(&self.kafka_libs) {
                     return Ok((
@@ -183,7 +192,10 @@ impl ClusterConfig {
                 }
                 Ok((
                     BackendKind::Local,
-                    format!("no Docker ({no_docker}); Kafka jars found in {}", self.kafka_libs.display()),
+                    format!(
+                        "no Docker ({no_docker}); Kafka jars found in {}",
+                        self.kafka_libs.display()
+                    ),
                 ))
             }
         }
@@ -210,22 +222,39 @@ trait Backend: Send + Sync {
     fn bootstrap(&self) -> String;
     fn kill(&self, broker: usize) -> ClusterResult<()> {
         let _ = broker;
-        Err(ClusterError::FaultUnsupported { backend: self.kind(), action: "kill" })
+        Err(ClusterError::FaultUnsupported {
+            backend: self.kind(),
+            action: "kill",
+        })
     }
     fn start(&self, broker: usize) -> ClusterResult<()> {
         let _ = broker;
-        Err(ClusterError::FaultUnsupported { backend: self.kind(), action: "restart" })
+        Err(ClusterError::FaultUnsupported {
+            backend: self.kind(),
+            action: "restart",
+        })
     }
     fn pause(&self, broker: usize) -> ClusterResult<()> {
         let _ = broker;
-        Err(ClusterError::FaultUnsupported { backend: self.kind(), action: "pause" })
+        Err(ClusterError::FaultUnsupported {
+            backend: self.kind(),
+            action: "pause",
+        })
     }
     fn resume(&self, broker: usize) -> ClusterResult<()> {
         let _ = broker;
-        Err(ClusterError::FaultUnsupported { backend: self.kind(), action: "resume" })
+        Err(ClusterError::FaultUnsupported {
+            backend: self.kind(),
+            action: "resume",
+        })
     }
     /// Create a topic; `None` means "use the admin API".
-    fn create_topic(&self, topic: &str, partitions: i32, replication: i32) -> Option<ClusterResult<()>> {
+    fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        replication: i32,
+    ) -> Option<ClusterResult<()>> {
         let _ = (topic, partitions, replication);
         None
     }
@@ -285,7 +314,11 @@ impl Cluster {
         let brokers = match kind {
             BackendKind::External => 1,
             _ if config.brokers == 1 || config.brokers == 3 => config.brokers,
-            _ => return Err(ClusterError::BrokerCount { count: config.brokers }),
+            _ => {
+                return Err(ClusterError::BrokerCount {
+                    count: config.brokers,
+                })
+            }
         };
         eprintln!("kafka-harness: backend {kind} ({reason})");
         let started = Instant::now();
@@ -300,7 +333,13 @@ impl Cluster {
             BackendKind::External => config.ready_timeout.min(Duration::from_secs(15)),
             _ => config.ready_timeout,
         };
-        let cluster = Cluster { backend, brokers, prefix: config.prefix.clone(), ready_timeout, reason };
+        let cluster = Cluster {
+            backend,
+            brokers,
+            prefix: config.prefix.clone(),
+            ready_timeout,
+            reason,
+        };
         if let Err(e) = cluster.wait_ready() {
             let _ = cluster.shutdown();
             return Err(e);
@@ -323,7 +362,10 @@ impl Cluster {
         // A worker process uses the cluster its orchestrator started; it never starts one.
         if let Ok(Some(spec)) = crate::worker::spec::WorkerSpec::from_env() {
             let cluster = Arc::new(Cluster {
-                backend: Box::new(external::WorkerView { kind: spec.backend, bootstrap: spec.bootstrap }),
+                backend: Box::new(external::WorkerView {
+                    kind: spec.backend,
+                    bootstrap: spec.bootstrap,
+                }),
                 brokers: spec.brokers,
                 prefix: spec.prefix,
                 ready_timeout: Duration::from_secs(10),
@@ -384,10 +426,18 @@ impl Cluster {
     /// Create a topic under the harness prefix (replication = broker count).
     pub fn create_topic(&self, topic: &str, partitions: i32) -> ClusterResult<()> {
         self.check_prefix("topic", topic)?;
-        if let Some(done) = self.backend.create_topic(topic, partitions, self.brokers as i32) {
+        if let Some(done) = self
+            .backend
+            .create_topic(topic, partitions, self.brokers as i32)
+        {
             return done;
         }
-        admin::create_topic(&self.client_config(), topic, partitions, self.brokers as i32)
+        admin::create_topic(
+            &self.client_config(),
+            topic,
+            partitions,
+            self.brokers as i32,
+        )
     }
 
     /// Create a topic with explicit topic configs (e.g. `min.insync.replicas`).
@@ -398,7 +448,13 @@ impl Cluster {
         configs: &[(&str, &str)],
     ) -> ClusterResult<()> {
         self.check_prefix("topic", topic)?;
-        admin::create_topic_with(&self.client_config(), topic, partitions, self.brokers as i32, configs)
+        admin::create_topic_with(
+            &self.client_config(),
+            topic,
+            partitions,
+            self.brokers as i32,
+            configs,
+        )
     }
 
     /// Delete topics under the harness prefix; refuses any other name.
@@ -439,7 +495,10 @@ impl Cluster {
         if index < self.brokers {
             Ok(())
         } else {
-            Err(ClusterError::NoSuchBroker { index, count: self.brokers })
+            Err(ClusterError::NoSuchBroker {
+                index,
+                count: self.brokers,
+            })
         }
     }
 
@@ -476,7 +535,9 @@ impl Cluster {
             &self.client_config(),
             self.backend.kind(),
             self.brokers,
-            self.backend.probe_with_topic().then_some(self.prefix.as_str()),
+            self.backend
+                .probe_with_topic()
+                .then_some(self.prefix.as_str()),
             self.ready_timeout,
         )
     }

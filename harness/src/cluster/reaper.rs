@@ -54,7 +54,8 @@ pub(crate) fn spawn_tied(mut cmd: Command) -> std::io::Result<Child> {
         .unwrap_or_else(|p| p.into_inner())
         .send((cmd, tx))
         .map_err(|_| std::io::Error::other("spawner thread gone"))?;
-    rx.recv().map_err(|_| std::io::Error::other("spawner thread gone"))?
+    rx.recv()
+        .map_err(|_| std::io::Error::other("spawner thread gone"))?
 }
 
 /// Whether process `pid` on this host is alive.

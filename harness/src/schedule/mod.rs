@@ -42,7 +42,11 @@ pub struct Workload {
 
 impl Default for Workload {
     fn default() -> Self {
-        Workload { messages: 12, partitions: 2, keys: 6 }
+        Workload {
+            messages: 12,
+            partitions: 2,
+            keys: 6,
+        }
     }
 }
 
@@ -106,7 +110,10 @@ pub enum Fault {
 impl Fault {
     /// Whether this fault ends its incarnation.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, Fault::Crash { .. } | Fault::KillAfterEffects { .. } | Fault::KillAfterMillis { .. })
+        matches!(
+            self,
+            Fault::Crash { .. } | Fault::KillAfterEffects { .. } | Fault::KillAfterMillis { .. }
+        )
     }
 
     /// Whether this fault is a process death (what "crashes injected" counts).
@@ -121,10 +128,20 @@ impl std::fmt::Display for Fault {
             Fault::Crash { point, hit } => write!(f, "crash at `{point}` hit #{hit}"),
             Fault::KillAfterEffects { effects } => write!(f, "kill after {effects} effects"),
             Fault::KillAfterMillis { millis } => write!(f, "kill after {millis} ms"),
-            Fault::SinkFailure { write, failure } => write!(f, "sink write #{write} fails ({failure:?})"),
-            Fault::Rebalance { after_effects } => write!(f, "second member joins after {after_effects} effects"),
-            Fault::BrokerRestart { broker, after_effects } => {
-                write!(f, "broker {broker} killed and restarted after {after_effects} effects")
+            Fault::SinkFailure { write, failure } => {
+                write!(f, "sink write #{write} fails ({failure:?})")
+            }
+            Fault::Rebalance { after_effects } => {
+                write!(f, "second member joins after {after_effects} effects")
+            }
+            Fault::BrokerRestart {
+                broker,
+                after_effects,
+            } => {
+                write!(
+                    f,
+                    "broker {broker} killed and restarted after {after_effects} effects"
+                )
             }
         }
     }
@@ -144,7 +161,11 @@ pub struct Schedule {
 impl Schedule {
     /// A fault-free schedule.
     pub fn new(workload: Workload) -> Self {
-        Schedule { version: SCHEDULE_VERSION, workload, faults: Vec::new() }
+        Schedule {
+            version: SCHEDULE_VERSION,
+            workload,
+            faults: Vec::new(),
+        }
     }
 
     /// Append a fault.
@@ -186,15 +207,23 @@ impl Schedule {
 
     /// Read, parse and validate a schedule file.
     pub fn load(path: &Path, known_points: Option<&[String]>) -> Result<Schedule> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading schedule", path, e))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io("reading schedule", path, e))?;
         Self::parse(&text, path, known_points)
     }
 
     fn parse(text: &str, path: &Path, known_points: Option<&[String]>) -> Result<Schedule> {
-        let bad = |reason: String| Error::Schedule { path: path.to_path_buf(), reason };
-        let s: Schedule = serde_json::from_str(text).map_err(|e| bad(format!("not a schedule: {e}")))?;
+        let bad = |reason: String| Error::Schedule {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let s: Schedule =
+            serde_json::from_str(text).map_err(|e| bad(format!("not a schedule: {e}")))?;
         if s.version != SCHEDULE_VERSION {
-            return Err(bad(format!("version {} (this harness reads version {SCHEDULE_VERSION})", s.version)));
+            return Err(bad(format!(
+                "version {} (this harness reads version {SCHEDULE_VERSION})",
+                s.version
+            )));
         }
         s.validate(known_points).map_err(bad)?;
         Ok(s)
@@ -204,7 +233,9 @@ impl Schedule {
     pub fn validate(&self, known_points: Option<&[String]>) -> std::result::Result<(), String> {
         let w = &self.workload;
         if w.messages == 0 || w.partitions < 1 || w.keys == 0 {
-            return Err(format!("workload needs ≥1 message, partition and key, got {w:?}"));
+            return Err(format!(
+                "workload needs ≥1 message, partition and key, got {w:?}"
+            ));
         }
         for (i, f) in self.faults.iter().enumerate() {
             match f {
@@ -221,7 +252,9 @@ impl Schedule {
                         }
                     }
                 }
-                Fault::SinkFailure { write: 0, .. } => return Err(format!("fault {i}: writes count from 1")),
+                Fault::SinkFailure { write: 0, .. } => {
+                    return Err(format!("fault {i}: writes count from 1"))
+                }
                 _ => {}
             }
         }
@@ -236,8 +269,14 @@ mod tests {
     #[test]
     fn faults_group_into_incarnations_at_each_crash_or_kill() {
         let s = Schedule::new(Workload::default())
-            .fault(Fault::SinkFailure { write: 1, failure: SinkFailure::Transient })
-            .fault(Fault::Crash { point: "p".into(), hit: 1 })
+            .fault(Fault::SinkFailure {
+                write: 1,
+                failure: SinkFailure::Transient,
+            })
+            .fault(Fault::Crash {
+                point: "p".into(),
+                hit: 1,
+            })
             .fault(Fault::KillAfterEffects { effects: 2 })
             .fault(Fault::Rebalance { after_effects: 1 });
         let inc = s.incarnations();
@@ -249,9 +288,15 @@ mod tests {
 
     #[test]
     fn an_unknown_crash_point_is_one_clear_error() {
-        let s = Schedule::new(Workload::default()).fault(Fault::Crash { point: "nope".into(), hit: 1 });
+        let s = Schedule::new(Workload::default()).fault(Fault::Crash {
+            point: "nope".into(),
+            hit: 1,
+        });
         let err = Schedule::from_json(&s.to_json(), Some(&["after-poll".to_string()])).unwrap_err();
-        assert!(err.to_string().contains("unknown crash point `nope`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown crash point `nope`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -259,14 +304,21 @@ mod tests {
         assert!(Schedule::from_json("{not json", None).is_err());
         let mut s = Schedule::new(Workload::default());
         s.version = 99;
-        assert!(Schedule::from_json(&s.to_json(), None).unwrap_err().to_string().contains("version 99"));
+        assert!(Schedule::from_json(&s.to_json(), None)
+            .unwrap_err()
+            .to_string()
+            .contains("version 99"));
         let zero = r#"{"version":1,"workload":{"messages":0,"partitions":1,"keys":1},"faults":[]}"#;
         assert!(Schedule::from_json(zero, None).is_err());
     }
 
     #[test]
     fn every_key_lives_in_exactly_one_partition() {
-        let w = Workload { messages: 50, partitions: 3, keys: 7 };
+        let w = Workload {
+            messages: 50,
+            partitions: 3,
+            keys: 7,
+        };
         for id in 0..50u64 {
             let same_key = id + 7;
             assert_eq!(w.partition_of(id), w.partition_of(same_key));

@@ -59,14 +59,26 @@ impl ScheduleSpace {
     /// The strategy. Panics never; an empty space yields fault-free schedules.
     pub fn strategy(&self) -> BoxedStrategy<Schedule> {
         let max = self.max;
-        let workload = (1..=max.messages.max(1), 1..=max.partitions.max(1), 1..=max.keys.max(1))
-            .prop_map(|(messages, partitions, keys)| Workload { messages, partitions, keys });
+        let workload = (
+            1..=max.messages.max(1),
+            1..=max.partitions.max(1),
+            1..=max.keys.max(1),
+        )
+            .prop_map(|(messages, partitions, keys)| Workload {
+                messages,
+                partitions,
+                keys,
+            });
         let fault = self.fault_strategy(max.messages.max(1));
         match fault {
             Some(fault) => {
                 let faults = proptest::collection::vec(fault, self.faults.clone());
                 (workload, faults)
-                    .prop_map(|(workload, faults)| Schedule { version: SCHEDULE_VERSION, workload, faults })
+                    .prop_map(|(workload, faults)| Schedule {
+                        version: SCHEDULE_VERSION,
+                        workload,
+                        faults,
+                    })
                     .boxed()
             }
             None => workload.prop_map(Schedule::new).boxed(),
@@ -86,10 +98,18 @@ impl ScheduleSpace {
             );
         }
         if k.kills {
-            options.push((1..=max_effects).prop_map(|effects| Fault::KillAfterEffects { effects }).boxed());
+            options.push(
+                (1..=max_effects)
+                    .prop_map(|effects| Fault::KillAfterEffects { effects })
+                    .boxed(),
+            );
         }
         if k.random_kills {
-            options.push((50u64..=3000).prop_map(|millis| Fault::KillAfterMillis { millis }).boxed());
+            options.push(
+                (50u64..=3000)
+                    .prop_map(|millis| Fault::KillAfterMillis { millis })
+                    .boxed(),
+            );
         }
         if k.sink_failures {
             let failure = prop_oneof![
@@ -104,12 +124,19 @@ impl ScheduleSpace {
             );
         }
         if k.rebalances {
-            options.push((1..=max_effects).prop_map(|after_effects| Fault::Rebalance { after_effects }).boxed());
+            options.push(
+                (1..=max_effects)
+                    .prop_map(|after_effects| Fault::Rebalance { after_effects })
+                    .boxed(),
+            );
         }
         if k.broker_restarts && self.brokers > 0 {
             options.push(
                 (0..self.brokers, 1..=max_effects)
-                    .prop_map(|(broker, after_effects)| Fault::BrokerRestart { broker, after_effects })
+                    .prop_map(|(broker, after_effects)| Fault::BrokerRestart {
+                        broker,
+                        after_effects,
+                    })
                     .boxed(),
             );
         }
@@ -129,9 +156,17 @@ mod tests {
     fn space() -> ScheduleSpace {
         ScheduleSpace {
             points: vec![("after-poll".into(), 12), ("after-commit".into(), 4)],
-            max: Workload { messages: 20, partitions: 3, keys: 5 },
+            max: Workload {
+                messages: 20,
+                partitions: 3,
+                keys: 5,
+            },
             faults: 1..=3,
-            kinds: FaultKinds { sink_failures: true, rebalances: true, ..FaultKinds::default() },
+            kinds: FaultKinds {
+                sink_failures: true,
+                rebalances: true,
+                ..FaultKinds::default()
+            },
             brokers: 1,
         }
     }
@@ -163,7 +198,14 @@ mod tests {
             }
             let min = tree.current();
             assert_eq!(min.faults.len(), 1, "{min:?}");
-            assert_eq!(min.workload, Workload { messages: 1, partitions: 1, keys: 1 });
+            assert_eq!(
+                min.workload,
+                Workload {
+                    messages: 1,
+                    partitions: 1,
+                    keys: 1
+                }
+            );
         }
     }
 }

@@ -28,9 +28,15 @@ struct Open(File);
 
 impl Sink for Open {
     fn apply(&mut self, record: &Record, stamp: Stamp) -> Result<(), SinkError> {
-        let mut line = serde_json::to_vec(&Line { stamp, msg: record.msg }).map_err(|e| SinkError::Storage(e.to_string()))?;
+        let mut line = serde_json::to_vec(&Line {
+            stamp,
+            msg: record.msg,
+        })
+        .map_err(|e| SinkError::Storage(e.to_string()))?;
         line.push(b'\n');
-        self.0.write_all(&line).map_err(|e| SinkError::Storage(e.to_string()))
+        self.0
+            .write_all(&line)
+            .map_err(|e| SinkError::Storage(e.to_string()))
     }
 }
 
@@ -62,6 +68,10 @@ impl SinkFactory for LedgerSink {
                 .map_err(|e| Error::Sink(format!("{} line {}: {e}", path.display(), i + 1)))?;
             applied.push((line.stamp, line.msg));
         }
-        Ok(SinkReadBack { applied, state: None, output: None })
+        Ok(SinkReadBack {
+            applied,
+            state: None,
+            output: None,
+        })
     }
 }

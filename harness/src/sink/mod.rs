@@ -71,7 +71,10 @@ pub enum SinkError {
 impl SinkError {
     /// Whether retrying the same write may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, SinkError::Transient { .. } | SinkError::TimedOut { .. })
+        matches!(
+            self,
+            SinkError::Transient { .. } | SinkError::TimedOut { .. }
+        )
     }
 }
 

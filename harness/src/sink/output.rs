@@ -20,7 +20,8 @@ struct Refuse;
 impl Sink for Refuse {
     fn apply(&mut self, _: &Record, _: Stamp) -> Result<(), SinkError> {
         Err(SinkError::Storage(
-            "the output-topic sink is written through ctx.transactional_producer(), not ctx.sink()".into(),
+            "the output-topic sink is written through ctx.transactional_producer(), not ctx.sink()"
+                .into(),
         ))
     }
 }
@@ -42,7 +43,9 @@ impl SinkFactory for OutputTopicSink {
             .set("isolation.level", "read_committed")
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest");
-        let consumer: BaseConsumer = config.create().map_err(|e| Error::kafka("reading the output topic", e))?;
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(|e| Error::kafka("reading the output topic", e))?;
         let md = consumer
             .fetch_metadata(Some(ctx.output_topic), Duration::from_secs(10))
             .map_err(|e| Error::kafka("output topic metadata", e))?;
@@ -53,7 +56,9 @@ impl SinkFactory for OutputTopicSink {
                     .map_err(|e| Error::kafka("assigning the output topic", e))?;
             }
         }
-        consumer.assign(&tpl).map_err(|e| Error::kafka("assigning the output topic", e))?;
+        consumer
+            .assign(&tpl)
+            .map_err(|e| Error::kafka("assigning the output topic", e))?;
         // Read until every partition's position reaches its high watermark (the LSO once no
         // transaction is open, which holds after every worker is dead and fenced), or 20 s.
         let mut output = Vec::new();
@@ -65,16 +70,27 @@ impl SinkFactory for OutputTopicSink {
                         .payload()
                         .and_then(|p| std::str::from_utf8(p).ok())
                         .and_then(|s| s.parse::<u64>().ok())
-                        .ok_or_else(|| Error::Sink(format!("output record at offset {} is not an id", m.offset())))?;
+                        .ok_or_else(|| {
+                            Error::Sink(format!(
+                                "output record at offset {} is not an id",
+                                m.offset()
+                            ))
+                        })?;
                     output.push(id);
                 }
                 Some(Err(e)) => return Err(Error::kafka("reading the output topic", e)),
                 None => {
                     let mut done = true;
-                    let position = consumer.position().map_err(|e| Error::kafka("output position", e))?;
+                    let position = consumer
+                        .position()
+                        .map_err(|e| Error::kafka("output position", e))?;
                     for e in position.elements() {
                         let (_, high) = consumer
-                            .fetch_watermarks(ctx.output_topic, e.partition(), Duration::from_secs(5))
+                            .fetch_watermarks(
+                                ctx.output_topic,
+                                e.partition(),
+                                Duration::from_secs(5),
+                            )
                             .map_err(|e| Error::kafka("output watermarks", e))?;
                         let pos = e.offset().to_raw().unwrap_or(0);
                         // A transaction's commit marker takes the last offset: position may stop one short.
@@ -88,6 +104,10 @@ impl SinkFactory for OutputTopicSink {
                 }
             }
         }
-        Ok(SinkReadBack { applied: Vec::new(), state: None, output: Some(output) })
+        Ok(SinkReadBack {
+            applied: Vec::new(),
+            state: None,
+            output: Some(output),
+        })
     }
 }

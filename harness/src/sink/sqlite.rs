@@ -44,12 +44,21 @@ impl Sink for Db {
             )
             .map_err(storage)?;
         } else {
-            tx.execute("INSERT INTO rows (key, id) VALUES (?1, ?2)", params![record.key, record.msg.id as i64])
-                .map_err(storage)?;
+            tx.execute(
+                "INSERT INTO rows (key, id) VALUES (?1, ?2)",
+                params![record.key, record.msg.id as i64],
+            )
+            .map_err(storage)?;
         }
         tx.execute(
             "INSERT INTO applied (inc, at_us, id, partition, offset) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![stamp.inc, stamp.at_us as i64, record.msg.id as i64, record.msg.partition, record.msg.offset],
+            params![
+                stamp.inc,
+                stamp.at_us as i64,
+                record.msg.id as i64,
+                record.msg.partition,
+                record.msg.offset
+            ],
         )
         .map_err(storage)?;
         tx.commit().map_err(storage)
@@ -59,30 +68,53 @@ impl Sink for Db {
 fn read_back(dir: &Path, upsert: bool) -> crate::Result<SinkReadBack> {
     let path = dir.join(FILE);
     if !path.exists() {
-        return Ok(SinkReadBack { applied: vec![], state: Some(vec![]), output: None });
+        return Ok(SinkReadBack {
+            applied: vec![],
+            state: Some(vec![]),
+            output: None,
+        });
     }
     let err = |e: rusqlite::Error| Error::Sink(format!("{}: {e}", path.display()));
     let c = open_db(dir).map_err(err)?;
-    let mut stmt = c.prepare("SELECT inc, at_us, id, partition, offset FROM applied ORDER BY rowid").map_err(err)?;
+    let mut stmt = c
+        .prepare("SELECT inc, at_us, id, partition, offset FROM applied ORDER BY rowid")
+        .map_err(err)?;
     let applied = stmt
         .query_map([], |r| {
             Ok((
-                Stamp { inc: r.get(0)?, at_us: r.get::<_, i64>(1)? as u64 },
-                MessageRef { id: r.get::<_, i64>(2)? as u64, partition: r.get(3)?, offset: r.get(4)? },
+                Stamp {
+                    inc: r.get(0)?,
+                    at_us: r.get::<_, i64>(1)? as u64,
+                },
+                MessageRef {
+                    id: r.get::<_, i64>(2)? as u64,
+                    partition: r.get(3)?,
+                    offset: r.get(4)?,
+                },
             ))
         })
         .map_err(err)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(err)?;
-    let sql = if upsert { "SELECT key, id FROM orders" } else { "SELECT key, id FROM rows" };
+    let sql = if upsert {
+        "SELECT key, id FROM orders"
+    } else {
+        "SELECT key, id FROM rows"
+    };
     let mut stmt = c.prepare(sql).map_err(err)?;
     let mut state = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })
         .map_err(err)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(err)?;
     state.sort();
-    Ok(SinkReadBack { applied, state: Some(state), output: None })
+    Ok(SinkReadBack {
+        applied,
+        state: Some(state),
+        output: None,
+    })
 }
 
 /// Idempotent key-value sink: `INSERT … ON CONFLICT(key) DO UPDATE` on the business key —
@@ -98,7 +130,10 @@ impl SinkFactory for UpsertSink {
         SinkSemantics::Upsert
     }
     fn open(&self, dir: &Path) -> Result<Box<dyn Sink>, SinkError> {
-        Ok(Box::new(Db { conn: open_db(dir).map_err(storage)?, upsert: true }))
+        Ok(Box::new(Db {
+            conn: open_db(dir).map_err(storage)?,
+            upsert: true,
+        }))
     }
     fn read_back(&self, ctx: &ReadBackContext<'_>) -> crate::Result<SinkReadBack> {
         read_back(ctx.dir, true)
@@ -117,7 +152,10 @@ impl SinkFactory for AppendSink {
         SinkSemantics::Append
     }
     fn open(&self, dir: &Path) -> Result<Box<dyn Sink>, SinkError> {
-        Ok(Box::new(Db { conn: open_db(dir).map_err(storage)?, upsert: false }))
+        Ok(Box::new(Db {
+            conn: open_db(dir).map_err(storage)?,
+            upsert: false,
+        }))
     }
     fn read_back(&self, ctx: &ReadBackContext<'_>) -> crate::Result<SinkReadBack> {
         read_back(ctx.dir, false)

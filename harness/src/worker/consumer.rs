@@ -92,7 +92,10 @@ pub(crate) fn offsets_of(tpl: &TopicPartitionList) -> Vec<PartitionOffset> {
     tpl.elements()
         .iter()
         .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some(PartitionOffset { partition: e.partition(), offset: o }),
+            Offset::Offset(o) => Some(PartitionOffset {
+                partition: e.partition(),
+                offset: o,
+            }),
             _ => None,
         })
         .collect()
@@ -103,27 +106,44 @@ impl ClientContext for HarnessContext {}
 impl ConsumerContext for HarnessContext {
     fn pre_rebalance(&self, base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            self.recorder.record(EventKind::Rebalanced { phase: RebalancePhase::Revoke, partitions: partitions(tpl) });
+            self.recorder.record(EventKind::Rebalanced {
+                phase: RebalancePhase::Revoke,
+                partitions: partitions(tpl),
+            });
             self.recorder.crash_point(points::REVOKE);
             let mut hook = self.on_revoke.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(hook) = hook.as_mut() {
-                hook(&Revoking { base, partitions: partitions(tpl) });
+                hook(&Revoking {
+                    base,
+                    partitions: partitions(tpl),
+                });
             }
         }
     }
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            self.recorder.record(EventKind::Rebalanced { phase: RebalancePhase::Assign, partitions: partitions(tpl) });
+            self.recorder.record(EventKind::Rebalanced {
+                phase: RebalancePhase::Assign,
+                partitions: partitions(tpl),
+            });
             self.recorder.crash_point(points::ASSIGN);
         }
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if *self.sync_in_flight.lock().unwrap_or_else(|p| p.into_inner()) {
+        if *self
+            .sync_in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
             return;
         }
-        let requested = self.async_in_flight.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+        let requested = self
+            .async_in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
         let offsets = offsets_of(offsets);
         if result.is_err() || offsets.is_empty() {
             return;
@@ -135,7 +155,14 @@ impl ConsumerContext for HarnessContext {
             // A sync commit's callback served after `commit` returned: already recorded.
             None => return,
         };
-        self.recorder.record_at(now, EventKind::Committed { offsets, mode, requested_at_us });
+        self.recorder.record_at(
+            now,
+            EventKind::Committed {
+                offsets,
+                mode,
+                requested_at_us,
+            },
+        );
     }
 }
 
@@ -149,18 +176,28 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    pub(crate) fn new(config: &rdkafka::ClientConfig, recorder: Arc<Recorder>, topic: &str) -> KafkaResult<Self> {
+    pub(crate) fn new(
+        config: &rdkafka::ClientConfig,
+        recorder: Arc<Recorder>,
+        topic: &str,
+    ) -> KafkaResult<Self> {
         let context = HarnessContext {
             recorder: recorder.clone(),
             sync_in_flight: Mutex::new(false),
             async_in_flight: Mutex::new(VecDeque::new()),
             on_revoke: Mutex::new(None),
             topic: topic.to_string(),
-            auto_commit: config.get("enable.auto.commit").is_none_or(|v| v != "false"),
+            auto_commit: config
+                .get("enable.auto.commit")
+                .is_none_or(|v| v != "false"),
         };
         let inner: BaseConsumer<HarnessContext> = config.create_with_context(context)?;
         inner.subscribe(&[topic])?;
-        Ok(Consumer { inner, recorder, topic: topic.to_string() })
+        Ok(Consumer {
+            inner,
+            recorder,
+            topic: topic.to_string(),
+        })
     }
 
     /// Poll for one record (crash point `after-poll` per message).
@@ -175,7 +212,9 @@ impl Consumer {
         let record = match Record::from_message(&msg) {
             Some(r) => r,
             None => {
-                return Some(Err(KafkaError::MessageConsumption(rdkafka::types::RDKafkaErrorCode::BadMessage)));
+                return Some(Err(KafkaError::MessageConsumption(
+                    rdkafka::types::RDKafkaErrorCode::BadMessage,
+                )));
             }
         };
         drop(msg);
@@ -193,7 +232,11 @@ impl Consumer {
     /// Commit "next offset to read = record's offset + 1" for the record's partition.
     pub fn commit_record(&self, record: &Record, mode: CommitMode) -> KafkaResult<()> {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, record.msg.partition, Offset::Offset(record.msg.offset + 1))?;
+        tpl.add_partition_offset(
+            &self.topic,
+            record.msg.partition,
+            Offset::Offset(record.msg.offset + 1),
+        )?;
         self.commit_tpl(&tpl, mode)
     }
 
@@ -213,12 +256,18 @@ impl Consumer {
     /// Run `hook` in the rebalance callback before partitions are revoked (after the `revoke`
     /// crash point): the place to commit what was processed.
     pub fn on_revoke(&self, hook: impl FnMut(&Revoking<'_>) + Send + 'static) {
-        *self.inner.context().on_revoke.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(hook));
+        *self
+            .inner
+            .context()
+            .on_revoke
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(hook));
     }
 
     /// Store `record`'s offset + 1 for the next auto-commit (with `enable.auto.offset.store=false`).
     pub fn store_offset(&self, record: &Record) -> KafkaResult<()> {
-        self.inner.store_offset(&self.topic, record.msg.partition, record.msg.offset + 1)
+        self.inner
+            .store_offset(&self.topic, record.msg.partition, record.msg.offset + 1)
     }
 
     /// The underlying rdkafka consumer (crash points and events are not added to direct calls).
@@ -233,7 +282,11 @@ impl Consumer {
 }
 
 /// Commit with crash points around it and a `Committed` event once it succeeded.
-fn commit_tpl(base: &BaseConsumer<HarnessContext>, tpl: &TopicPartitionList, mode: CommitMode) -> KafkaResult<()> {
+fn commit_tpl(
+    base: &BaseConsumer<HarnessContext>,
+    tpl: &TopicPartitionList,
+    mode: CommitMode,
+) -> KafkaResult<()> {
     let ctx = base.context();
     let recorder = &ctx.recorder;
     match mode {
@@ -246,16 +299,26 @@ fn commit_tpl(base: &BaseConsumer<HarnessContext>, tpl: &TopicPartitionList, mod
             result?;
             let offsets = offsets_of(tpl);
             if !offsets.is_empty() {
-                recorder.record(EventKind::Committed { offsets, mode: TraceMode::Sync, requested_at_us });
+                recorder.record(EventKind::Committed {
+                    offsets,
+                    mode: TraceMode::Sync,
+                    requested_at_us,
+                });
             }
             recorder.crash_point(points::AFTER_COMMIT);
             Ok(())
         }
         CommitMode::Async => {
             recorder.crash_point(points::BEFORE_COMMIT_ASYNC);
-            ctx.async_in_flight.lock().unwrap_or_else(|p| p.into_inner()).push_back(recorder.now_us());
+            ctx.async_in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_back(recorder.now_us());
             if let Err(e) = base.commit(tpl, CommitMode::Async) {
-                ctx.async_in_flight.lock().unwrap_or_else(|p| p.into_inner()).pop_back();
+                ctx.async_in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pop_back();
                 return Err(e);
             }
             recorder.crash_point(points::AFTER_COMMIT_ASYNC);

@@ -75,7 +75,8 @@ impl WorkerCtx {
     /// The harness's consumer config: bootstrap servers, group, and fast-test defaults.
     pub fn consumer_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.spec.bootstrap).set("group.id", &self.spec.group);
+        c.set("bootstrap.servers", &self.spec.bootstrap)
+            .set("group.id", &self.spec.group);
         for (k, v) in CONSUMER_DEFAULTS {
             c.set(*k, *v);
         }
@@ -85,7 +86,7 @@ impl WorkerCtx {
     fn merged(&self, base: ClientConfig, user: &ClientConfig) -> Result<ClientConfig, WorkerError> {
         let mut c = base;
         for (k, v) in user.config_map() {
-            if OWNED.contains(&k.as_ref()) {
+            if OWNED.contains(&k) {
                 if let Some(ours) = c.get(k) {
                     if ours != v {
                         return Err(format!(
@@ -105,12 +106,19 @@ impl WorkerCtx {
     /// not be changed).
     pub fn consumer(&self, user: &ClientConfig) -> Result<Consumer, WorkerError> {
         let config = self.merged(self.consumer_config(), user)?;
-        Ok(Consumer::new(&config, self.recorder.clone(), &self.spec.topic)?)
+        Ok(Consumer::new(
+            &config,
+            self.recorder.clone(),
+            &self.spec.topic,
+        )?)
     }
 
     /// An instrumented transactional producer to the output topic (same `transactional.id`
     /// in every incarnation, so a restart fences the crashed one). `user` settings on top.
-    pub fn transactional_producer(&self, user: &ClientConfig) -> Result<TransactionalProducer, WorkerError> {
+    pub fn transactional_producer(
+        &self,
+        user: &ClientConfig,
+    ) -> Result<TransactionalProducer, WorkerError> {
         let mut base = ClientConfig::new();
         base.set("bootstrap.servers", &self.spec.bootstrap)
             .set("transactional.id", &self.spec.transactional_id)
@@ -119,14 +127,22 @@ impl WorkerCtx {
             .set("transaction.timeout.ms", "10000")
             .set("broker.address.family", "v4");
         let config = self.merged(base, user)?;
-        Ok(TransactionalProducer::new(&config, self.recorder.clone(), &self.spec.output_topic)?)
+        Ok(TransactionalProducer::new(
+            &config,
+            self.recorder.clone(),
+            &self.spec.output_topic,
+        )?)
     }
 
     /// The case's sink, with crash points `before-sink-write` / `after-sink-write` and the
     /// schedule's sink failures.
     pub fn sink(&self) -> Result<SinkHandle, WorkerError> {
         let sink = self.sink.open(&self.spec.case_dir)?;
-        Ok(SinkHandle { sink, recorder: self.recorder.clone(), writes: 0 })
+        Ok(SinkHandle {
+            sink,
+            recorder: self.recorder.clone(),
+            writes: 0,
+        })
     }
 }
 
@@ -145,7 +161,11 @@ impl SinkHandle {
         let write = self.writes;
         self.recorder.crash_point(points::BEFORE_SINK_WRITE);
         if let Some(failure) = self.recorder.sink_failure(write) {
-            self.recorder.record(EventKind::SinkFailed { msg: record.msg, write, failure });
+            self.recorder.record(EventKind::SinkFailed {
+                msg: record.msg,
+                write,
+                failure,
+            });
             return Err(match failure {
                 SinkFailure::Transient => SinkError::Transient { write },
                 SinkFailure::Permanent => SinkError::Permanent { write },
@@ -155,7 +175,10 @@ impl SinkHandle {
                 }
             });
         }
-        let stamp = Stamp { inc: self.recorder.inc(), at_us: self.recorder.now_us() };
+        let stamp = Stamp {
+            inc: self.recorder.inc(),
+            at_us: self.recorder.now_us(),
+        };
         self.sink.apply(record, stamp)?;
         self.recorder.crash_point(points::AFTER_SINK_WRITE);
         Ok(())
@@ -168,19 +191,34 @@ pub(crate) fn serve<F>(spec: WorkerSpec, sink: Arc<dyn SinkFactory>, worker: F) 
 where
     F: Fn(&mut WorkerCtx) -> Result<(), WorkerError>,
 {
-    let recorder = match Recorder::open(&spec.trace_path, spec.epoch_us, spec.inc, &spec.faults, &spec.stop_path) {
+    let recorder = match Recorder::open(
+        &spec.trace_path,
+        spec.epoch_us,
+        spec.inc,
+        &spec.faults,
+        &spec.stop_path,
+    ) {
         Ok(r) => Arc::new(r),
         Err(e) => {
             eprintln!("kafka-harness worker: {e}");
             std::process::exit(4);
         }
     };
-    let mut ctx = WorkerCtx { spec, recorder: recorder.clone(), sink };
+    let mut ctx = WorkerCtx {
+        spec,
+        recorder: recorder.clone(),
+        sink,
+    };
     // Keep libtest's panic output, but record the message for the report.
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| worker(&mut ctx)));
     let (exit, code) = match result {
         Ok(Ok(())) => (Exit::Returned, 0),
-        Ok(Err(e)) => (Exit::Failed { error: error_chain(e.as_ref()) }, 3),
+        Ok(Err(e)) => (
+            Exit::Failed {
+                error: error_chain(e.as_ref()),
+            },
+            3,
+        ),
         Err(panic) => {
             let message = panic
                 .downcast_ref::<&str>()

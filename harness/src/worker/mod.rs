@@ -52,7 +52,11 @@ impl Record {
         let payload = std::str::from_utf8(m.payload()?).ok()?;
         let (id, key) = payload.split_once(':')?;
         Some(Record {
-            msg: MessageRef { id: id.parse().ok()?, partition: m.partition(), offset: m.offset() },
+            msg: MessageRef {
+                id: id.parse().ok()?,
+                partition: m.partition(),
+                offset: m.offset(),
+            },
             key: key.to_string(),
         })
     }

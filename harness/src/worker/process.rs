@@ -21,8 +21,12 @@ impl Launch {
     /// Inside a libtest test the thread is named after the test; elsewhere it is `main`.
     pub(crate) fn detect() -> Launch {
         match std::thread::current().name() {
-            Some(name) if name != "main" => Launch::Test { test: name.to_string() },
-            _ => Launch::Binary { args: std::env::args().skip(1).collect() },
+            Some(name) if name != "main" => Launch::Test {
+                test: name.to_string(),
+            },
+            _ => Launch::Binary {
+                args: std::env::args().skip(1).collect(),
+            },
         }
     }
 
@@ -43,26 +47,40 @@ pub(crate) struct WorkerProcess {
 impl WorkerProcess {
     pub(crate) fn spawn(spec: &WorkerSpec, launch: &Launch) -> Result<WorkerProcess> {
         let spec_path = spec.write()?;
-        let exe = std::env::current_exe().map_err(|e| Error::Worker(format!("cannot find the current executable: {e}")))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| Error::Worker(format!("cannot find the current executable: {e}")))?;
         let mut cmd = Command::new(exe);
         match launch {
             Launch::Test { test } => {
-                cmd.args([test.as_str(), "--exact", "--nocapture", "--test-threads=1", "-q"]);
+                cmd.args([
+                    test.as_str(),
+                    "--exact",
+                    "--nocapture",
+                    "--test-threads=1",
+                    "-q",
+                ]);
             }
             Launch::Binary { args } => {
                 cmd.args(args);
             }
         }
         let out_path = spec.case_dir.join(format!("worker-{}.log", spec.inc));
-        let out = std::fs::File::create(&out_path).map_err(|e| Error::io("creating the worker log", &out_path, e))?;
-        let err = out.try_clone().map_err(|e| Error::io("creating the worker log", &out_path, e))?;
+        let out = std::fs::File::create(&out_path)
+            .map_err(|e| Error::io("creating the worker log", &out_path, e))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| Error::io("creating the worker log", &out_path, e))?;
         cmd.env(ENV_SPEC, &spec_path)
             .env_remove("RUST_TEST_THREADS")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
-        let child = crate::cluster::spawn_tied(cmd).map_err(|e| Error::Worker(format!("spawning the worker: {e}")))?;
-        Ok(WorkerProcess { child, started: Instant::now() })
+        let child = crate::cluster::spawn_tied(cmd)
+            .map_err(|e| Error::Worker(format!("spawning the worker: {e}")))?;
+        Ok(WorkerProcess {
+            child,
+            started: Instant::now(),
+        })
     }
 
     /// `Some(exit)` once the process has ended.
@@ -75,7 +93,10 @@ impl WorkerProcess {
                 (None, None) => Exit::Code { code: -1 },
             })),
             Ok(None) => Ok(None),
-            Err(e) => Err(Error::Worker(format!("waiting for worker {}: {e}", self.child.id()))),
+            Err(e) => Err(Error::Worker(format!(
+                "waiting for worker {}: {e}",
+                self.child.id()
+            ))),
         }
     }
 

@@ -28,10 +28,19 @@ pub struct TransactionalProducer {
 }
 
 impl TransactionalProducer {
-    pub(crate) fn new(config: &rdkafka::ClientConfig, recorder: Arc<Recorder>, output_topic: &str) -> KafkaResult<Self> {
+    pub(crate) fn new(
+        config: &rdkafka::ClientConfig,
+        recorder: Arc<Recorder>,
+        output_topic: &str,
+    ) -> KafkaResult<Self> {
         let inner: BaseProducer = config.create()?;
         inner.init_transactions(TXN_TIMEOUT)?;
-        Ok(TransactionalProducer { inner, recorder, output_topic: output_topic.to_string(), pending_offsets: Vec::new() })
+        Ok(TransactionalProducer {
+            inner,
+            recorder,
+            output_topic: output_topic.to_string(),
+            pending_offsets: Vec::new(),
+        })
     }
 
     /// Begin a transaction.
@@ -43,11 +52,18 @@ impl TransactionalProducer {
     /// Write the output for `record` (its id, keyed by its business key) in the open transaction.
     pub fn send(&self, record: &Record) -> KafkaResult<()> {
         let payload = record.msg.id.to_string();
-        let mut r = BaseRecord::to(&self.output_topic).key(record.key.as_str()).payload(payload.as_str());
+        let mut r = BaseRecord::to(&self.output_topic)
+            .key(record.key.as_str())
+            .payload(payload.as_str());
         loop {
             match self.inner.send(r) {
                 Ok(()) => return Ok(()),
-                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    back,
+                )) => {
                     self.inner.poll(Duration::from_millis(10));
                     r = back;
                 }
@@ -59,11 +75,13 @@ impl TransactionalProducer {
     /// Add the consumer's current position to the transaction (`send_offsets_to_transaction`).
     pub fn send_offsets(&mut self, consumer: &Consumer) -> KafkaResult<()> {
         let position = consumer.inner().position()?;
-        let metadata = consumer
-            .inner()
-            .group_metadata()
-            .ok_or_else(|| rdkafka::error::KafkaError::Subscription("the consumer has no group metadata yet".into()))?;
-        self.inner.send_offsets_to_transaction(&position, &metadata, TXN_TIMEOUT)?;
+        let metadata = consumer.inner().group_metadata().ok_or_else(|| {
+            rdkafka::error::KafkaError::Subscription(
+                "the consumer has no group metadata yet".into(),
+            )
+        })?;
+        self.inner
+            .send_offsets_to_transaction(&position, &metadata, TXN_TIMEOUT)?;
         self.pending_offsets = offsets_of(&position);
         Ok(())
     }
@@ -75,7 +93,11 @@ impl TransactionalProducer {
         self.inner.commit_transaction(TXN_TIMEOUT)?;
         let offsets = std::mem::take(&mut self.pending_offsets);
         if !offsets.is_empty() {
-            self.recorder.record(EventKind::Committed { offsets, mode: CommitMode::Transaction, requested_at_us });
+            self.recorder.record(EventKind::Committed {
+                offsets,
+                mode: CommitMode::Transaction,
+                requested_at_us,
+            });
         }
         self.recorder.crash_point(points::AFTER_COMMIT_TRANSACTION);
         Ok(())

@@ -25,7 +25,13 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
-    pub(crate) fn open(path: &Path, epoch_us: u64, inc: Incarnation, faults: &[Fault], stop_path: &Path) -> Result<Self> {
+    pub(crate) fn open(
+        path: &Path,
+        epoch_us: u64,
+        inc: Incarnation,
+        faults: &[Fault],
+        stop_path: &Path,
+    ) -> Result<Self> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -70,7 +76,11 @@ impl Recorder {
     }
 
     pub(crate) fn record_at(&self, at_us: u64, kind: EventKind) {
-        let event = Event { at_us, inc: self.inc, kind };
+        let event = Event {
+            at_us,
+            inc: self.inc,
+            kind,
+        };
         let mut line = match serde_json::to_vec(&event) {
             Ok(l) => l,
             Err(e) => {
@@ -94,16 +104,25 @@ impl Recorder {
             *h += 1;
             *h
         };
-        self.record(EventKind::CrashPointHit { point: point.to_string(), hit });
+        self.record(EventKind::CrashPointHit {
+            point: point.to_string(),
+            hit,
+        });
         if self.crashes.iter().any(|(p, h)| p == point && *h == hit) {
-            self.record(EventKind::Crashed { point: point.to_string(), hit });
+            self.record(EventKind::Crashed {
+                point: point.to_string(),
+                hit,
+            });
             die();
         }
     }
 
     /// The failure the schedule assigns to the `write`-th sink write, if any.
     pub(crate) fn sink_failure(&self, write: u32) -> Option<SinkFailure> {
-        self.sink_failures.iter().find(|(w, _)| *w == write).map(|(_, f)| *f)
+        self.sink_failures
+            .iter()
+            .find(|(w, _)| *w == write)
+            .map(|(_, f)| *f)
     }
 
     /// Whether the orchestrator asked this worker to stop.

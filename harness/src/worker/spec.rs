@@ -46,10 +46,16 @@ impl WorkerSpec {
 
     /// `Some(spec)` when this process was started as a worker.
     pub(crate) fn from_env() -> Result<Option<WorkerSpec>> {
-        let Some(path) = std::env::var_os(ENV_SPEC) else { return Ok(None) };
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io("reading worker spec", &path, e))?;
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| Error::Worker(format!("worker spec {}: {e}", PathBuf::from(path).display())))
+        let Some(path) = std::env::var_os(ENV_SPEC) else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::io("reading worker spec", &path, e))?;
+        serde_json::from_str(&text).map(Some).map_err(|e| {
+            Error::Worker(format!(
+                "worker spec {}: {e}",
+                PathBuf::from(path).display()
+            ))
+        })
     }
 }

@@ -36,7 +36,11 @@ fn process_then_commit(ctx: &mut WorkerCtx) -> Result<(), WorkerError> {
 }
 
 fn one_partition(messages: u32) -> Workload {
-    Workload { messages, partitions: 1, keys: messages }
+    Workload {
+        messages,
+        partitions: 1,
+        keys: messages,
+    }
 }
 
 /// Committed offsets the harness read from the broker after incarnation `n` (1-based) ended.
@@ -53,16 +57,27 @@ fn broker_committed_after(trace: &Trace, n: usize) -> Vec<(i32, Option<i64>)> {
 }
 
 fn at(trace: &Trace, pred: impl Fn(&EventKind) -> bool) -> Vec<(u32, u64)> {
-    trace.events.iter().filter(|e| pred(&e.kind)).map(|e| (e.inc, e.at_us)).collect()
+    trace
+        .events
+        .iter()
+        .filter(|e| pred(&e.kind))
+        .map(|e| (e.inc, e.at_us))
+        .collect()
 }
 
 #[test]
 fn a_crash_before_commit_leaves_the_brokers_offset_at_the_previous_explicit_commit() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let h = Harness::new(Guarantee::AtLeastOnce);
-    let s = Schedule::new(one_partition(6)).fault(Fault::Crash { point: "before-commit".into(), hit: 3 });
+    let s = Schedule::new(one_partition(6)).fault(Fault::Crash {
+        point: "before-commit".into(),
+        hit: 3,
+    });
     let r = h.run_schedule(&s, process_then_commit).unwrap();
-    let crashed = at(&r.trace, |k| matches!(k, EventKind::Crashed { point, hit: 3 } if point == "before-commit"));
+    let crashed = at(
+        &r.trace,
+        |k| matches!(k, EventKind::Crashed { point, hit: 3 } if point == "before-commit"),
+    );
     assert_eq!(crashed.len(), 1, "the crash fired once, in incarnation 1");
     assert_eq!(crashed[0].0, 1);
     // Two commits made it (offsets 1 and 2); the third never left the process.
@@ -83,7 +98,8 @@ fn a_crash_before_commit_leaves_the_brokers_offset_at_the_previous_explicit_comm
 /// Auto-commit on, a long interval: offsets are stored by poll, committed by the timer or on close.
 fn auto_commit_poll_all(ctx: &mut WorkerCtx) -> Result<(), WorkerError> {
     let mut cfg = ClientConfig::new();
-    cfg.set("enable.auto.commit", "true").set("auto.commit.interval.ms", "60000");
+    cfg.set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "60000");
     let consumer = ctx.consumer(&cfg)?;
     let mut seen = 0;
     while seen < 5 {
@@ -101,21 +117,37 @@ fn an_auto_commit_consumer_killed_commits_nothing_more_while_a_graceful_drop_doe
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let h = Harness::new(Guarantee::AtMostOnce);
     // Killed at the crash point: no close, no final auto-commit.
-    let killed = Schedule::new(one_partition(5)).fault(Fault::Crash { point: "all-polled".into(), hit: 1 });
+    let killed = Schedule::new(one_partition(5)).fault(Fault::Crash {
+        point: "all-polled".into(),
+        hit: 1,
+    });
     let r = h.run_schedule(&killed, auto_commit_poll_all).unwrap();
-    assert_eq!(broker_committed_after(&r.trace, 1), vec![(0, None)], "SIGKILL: nothing committed");
-    assert!(at(&r.trace, |k| matches!(k, EventKind::Committed { .. })).iter().all(|(inc, _)| *inc != 1));
+    assert_eq!(
+        broker_committed_after(&r.trace, 1),
+        vec![(0, None)],
+        "SIGKILL: nothing committed"
+    );
+    assert!(at(&r.trace, |k| matches!(k, EventKind::Committed { .. }))
+        .iter()
+        .all(|(inc, _)| *inc != 1));
     // Graceful: the same code returning normally commits all 5 on Drop.
     let graceful = Schedule::new(one_partition(5));
     let r = h.run_schedule(&graceful, auto_commit_poll_all).unwrap();
-    assert_eq!(broker_committed_after(&r.trace, 1), vec![(0, Some(5))], "Drop commits the stored offsets");
+    assert_eq!(
+        broker_committed_after(&r.trace, 1),
+        vec![(0, Some(5))],
+        "Drop commits the stored offsets"
+    );
 }
 
 #[test]
 fn the_ledger_holds_every_effect_applied_before_the_kill_and_nothing_after() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let h = Harness::new(Guarantee::AtLeastOnce);
-    let s = Schedule::new(one_partition(8)).fault(Fault::Crash { point: "after-sink-write".into(), hit: 4 });
+    let s = Schedule::new(one_partition(8)).fault(Fault::Crash {
+        point: "after-sink-write".into(),
+        hit: 4,
+    });
     let r = h.run_schedule(&s, process_then_commit).unwrap();
     let crash_at = at(&r.trace, |k| matches!(k, EventKind::Crashed { .. }))[0].1;
     let inc1: Vec<(u64, u64)> = r
@@ -127,7 +159,10 @@ fn the_ledger_holds_every_effect_applied_before_the_kill_and_nothing_after() {
             _ => None,
         })
         .collect();
-    assert_eq!(inc1.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    assert_eq!(
+        inc1.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
     assert!(inc1.iter().all(|(_, t)| *t <= crash_at));
     // Message 3 was applied but not committed: redelivered and applied again by incarnation 2.
     let threes = r.trace.applied().filter(|(_, m)| m.id == 3).count();
@@ -139,7 +174,11 @@ fn the_ledger_holds_every_effect_applied_before_the_kill_and_nothing_after() {
     assert_eq!(killed.len(), 1);
     let n = r.trace.applied().filter(|(e, _)| e.inc == 1).count();
     assert!(n >= 3, "the kill waited for 3 effects, saw {n}");
-    assert!(r.trace.applied().filter(|(e, _)| e.inc == 1).all(|(e, _)| e.at_us <= killed[0].1));
+    assert!(r
+        .trace
+        .applied()
+        .filter(|(e, _)| e.inc == 1)
+        .all(|(e, _)| e.at_us <= killed[0].1));
     assert!(r.verdict.holds(), "{:?}", r.verdict);
 }
 
@@ -162,14 +201,44 @@ fn slow(ctx: &mut WorkerCtx) -> Result<(), WorkerError> {
 fn a_second_worker_joining_rebalances_the_group_and_the_trace_records_it() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let h = Harness::new(Guarantee::AtLeastOnce);
-    let s = Schedule::new(Workload { messages: 60, partitions: 4, keys: 8 }).fault(Fault::Rebalance { after_effects: 3 });
+    let s = Schedule::new(Workload {
+        messages: 60,
+        partitions: 4,
+        keys: 8,
+    })
+    .fault(Fault::Rebalance { after_effects: 3 });
     let r = h.run_schedule(&s, slow).unwrap();
-    assert!(r.trace.events.iter().any(|e| matches!(e.kind, EventKind::Started { primary: false, .. })), "a peer started");
-    let revokes = at(&r.trace, |k| matches!(k, EventKind::Rebalanced { phase: RebalancePhase::Revoke, .. }));
-    assert!(revokes.iter().any(|(inc, _)| *inc == 1), "incarnation 1 had partitions revoked: {revokes:?}");
-    let hits = |point: &str| at(&r.trace, |k| matches!(k, EventKind::CrashPointHit { point: p, .. } if p == point));
+    assert!(
+        r.trace
+            .events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Started { primary: false, .. })),
+        "a peer started"
+    );
+    let revokes = at(&r.trace, |k| {
+        matches!(
+            k,
+            EventKind::Rebalanced {
+                phase: RebalancePhase::Revoke,
+                ..
+            }
+        )
+    });
+    assert!(
+        revokes.iter().any(|(inc, _)| *inc == 1),
+        "incarnation 1 had partitions revoked: {revokes:?}"
+    );
+    let hits = |point: &str| {
+        at(
+            &r.trace,
+            |k| matches!(k, EventKind::CrashPointHit { point: p, .. } if p == point),
+        )
+    };
     assert!(hits("revoke").iter().any(|(inc, _)| *inc == 1));
-    assert!(hits("assign").iter().filter(|(inc, _)| *inc == 1).count() >= 2, "assigned at start and again after the rebalance");
+    assert!(
+        hits("assign").iter().filter(|(inc, _)| *inc == 1).count() >= 2,
+        "assigned at start and again after the rebalance"
+    );
     assert!(r.verdict.holds(), "{:?}", r.verdict);
 }
 
@@ -177,11 +246,26 @@ fn a_second_worker_joining_rebalances_the_group_and_the_trace_records_it() {
 fn the_idempotent_sink_holds_one_row_per_business_key_after_redelivery() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let h = Harness::new(Guarantee::EffectivelyOnce).sink(UpsertSink);
-    let s = Schedule::new(Workload { messages: 9, partitions: 1, keys: 3 }).fault(Fault::Crash { point: "after-sink-write".into(), hit: 5 });
+    let s = Schedule::new(Workload {
+        messages: 9,
+        partitions: 1,
+        keys: 3,
+    })
+    .fault(Fault::Crash {
+        point: "after-sink-write".into(),
+        hit: 5,
+    });
     let r = h.run_schedule(&s, process_then_commit).unwrap();
-    assert!(r.trace.applied().filter(|(_, m)| m.id == 4).count() == 2, "message 4 was redelivered and applied twice");
+    assert!(
+        r.trace.applied().filter(|(_, m)| m.id == 4).count() == 2,
+        "message 4 was redelivered and applied twice"
+    );
     let state = r.trace.state.clone().unwrap();
-    assert_eq!(state, vec![("k0".into(), 6), ("k1".into(), 7), ("k2".into(), 8)], "one row per key, the last value");
+    assert_eq!(
+        state,
+        vec![("k0".into(), 6), ("k1".into(), 7), ("k2".into(), 8)],
+        "one row per key, the last value"
+    );
     assert!(r.verdict.holds(), "{:?}", r.verdict);
 }
 
@@ -212,9 +296,22 @@ fn returns_error(ctx: &mut WorkerCtx) -> Result<(), WorkerError> {
 /// returns incarnation 1's recorded exit, checking it was not taken for a scheduled crash.
 fn first_exit(worker: fn(&mut WorkerCtx) -> Result<(), WorkerError>) -> Exit {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let r = Harness::new(Guarantee::AtLeastOnce).run_schedule(&Schedule::new(one_partition(3)), worker).unwrap();
-    assert!(at(&r.trace, |k| matches!(k, EventKind::Crashed { .. } | EventKind::Killed { .. })).is_empty(), "not a scheduled crash");
-    assert!(r.verdict.holds(), "the restarted worker drained it: {:?}", r.verdict);
+    let r = Harness::new(Guarantee::AtLeastOnce)
+        .run_schedule(&Schedule::new(one_partition(3)), worker)
+        .unwrap();
+    assert!(
+        at(&r.trace, |k| matches!(
+            k,
+            EventKind::Crashed { .. } | EventKind::Killed { .. }
+        ))
+        .is_empty(),
+        "not a scheduled crash"
+    );
+    assert!(
+        r.verdict.holds(),
+        "the restarted worker drained it: {:?}",
+        r.verdict
+    );
     r.trace
         .events
         .iter()
@@ -250,16 +347,32 @@ fn a_worker_that_returns_an_error_is_reported_with_the_error() {
 fn commits_recorded_by_the_worker_match_what_the_broker_reports() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let h = Harness::new(Guarantee::AtLeastOnce);
-    let r = h.run_schedule(&Schedule::new(Workload { messages: 10, partitions: 2, keys: 4 }), process_then_commit).unwrap();
+    let r = h
+        .run_schedule(
+            &Schedule::new(Workload {
+                messages: 10,
+                partitions: 2,
+                keys: 4,
+            }),
+            process_then_commit,
+        )
+        .unwrap();
     let mut last = std::collections::BTreeMap::new();
     for e in &r.trace.events {
-        if let EventKind::Committed { offsets, mode: Mode::Sync, .. } = &e.kind {
+        if let EventKind::Committed {
+            offsets,
+            mode: Mode::Sync,
+            ..
+        } = &e.kind
+        {
             for o in offsets {
                 last.insert(o.partition, o.offset);
             }
         }
     }
-    let broker: std::collections::BTreeMap<i32, i64> =
-        broker_committed_after(&r.trace, 1).into_iter().map(|(p, o)| (p, o.unwrap_or(-1))).collect();
+    let broker: std::collections::BTreeMap<i32, i64> = broker_committed_after(&r.trace, 1)
+        .into_iter()
+        .map(|(p, o)| (p, o.unwrap_or(-1)))
+        .collect();
     assert_eq!(last, broker);
 }
