@@ -585,16 +585,7 @@ impl Harness {
                     .map(|d| PathBuf::from(d).join("kafka-harness-failures"))
             })
             .unwrap_or_else(|| PathBuf::from("kafka-harness-failures"));
-        let file: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let file = crate::run::sanitize(name);
         dir.join(format!("{file}.json"))
     }
 

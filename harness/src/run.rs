@@ -71,7 +71,8 @@ pub(crate) struct CaseOutcome {
     pub elapsed: Duration,
 }
 
-fn sanitize(name: &str) -> String {
+/// `name` with every character outside `[A-Za-z0-9_-]` replaced by `-` (topic and file names).
+pub(crate) fn sanitize(name: &str) -> String {
     let s: String = name
         .chars()
         .map(|c| {
@@ -82,13 +83,14 @@ fn sanitize(name: &str) -> String {
             }
         })
         .collect();
-    let s = s.trim_matches('-').to_string();
+    s.trim_matches('-').to_string()
+}
+
+/// The last 60 characters of the sanitized name: topic names stay well under Kafka's limit.
+fn topic_stem(name: &str) -> String {
+    let s = sanitize(name);
     s.chars()
-        .rev()
-        .take(60)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
+        .skip(s.chars().count().saturating_sub(60))
         .collect()
 }
 
@@ -140,7 +142,7 @@ impl CaseRunner {
         let base = format!(
             "{}{}.{}.{}",
             self.cluster.prefix(),
-            sanitize(&self.name),
+            topic_stem(&self.name),
             std::process::id(),
             case_no
         );

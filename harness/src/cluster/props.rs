@@ -61,6 +61,11 @@ pub(crate) fn cluster_id() -> String {
     if bits > 0 {
         out.push(ALPHABET[((acc << (6 - bits)) & 63) as usize] as char);
     }
+    // A leading '-' reads as an option to Kafka's argument parser (and to start scripts):
+    // keep the first character a letter (it only changes the top 6 bits of the id).
+    if out.starts_with(['-', '_']) {
+        out.replace_range(0..1, "K");
+    }
     out
 }
 
@@ -70,6 +75,13 @@ mod tests {
 
     #[test]
     fn cluster_ids_are_22_url_safe_chars() {
+        for _ in 0..2000 {
+            let id = cluster_id();
+            assert!(
+                !id.starts_with(['-', '_']),
+                "{id} would read as a command-line option"
+            );
+        }
         let id = cluster_id();
         assert_eq!(id.len(), 22);
         assert!(id

@@ -31,6 +31,18 @@ fn available() -> Vec<BackendKind> {
     out
 }
 
+/// Backends with a real broker; a machine with none fails the test (run ci/setup).
+fn real_backends() -> Result<Vec<BackendKind>> {
+    let real: Vec<_> = available()
+        .into_iter()
+        .filter(|k| *k != BackendKind::Embedded)
+        .collect();
+    if real.is_empty() {
+        bail!("no real-broker backend on this machine: run ci/setup");
+    }
+    Ok(real)
+}
+
 fn start(kind: BackendKind, brokers: usize) -> Result<(Cluster, Duration)> {
     let t = Instant::now();
     let c = Cluster::start(ClusterConfig::from_env()?.backend(kind).brokers(brokers))?;
@@ -127,14 +139,7 @@ fn produce_consume_commit_and_a_new_group_member_resumes_after_the_commit_on_eve
 fn three_brokers_survive_a_hard_kill_without_losing_acknowledged_writes_and_keep_addresses(
 ) -> Result<()> {
     let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
-    let real: Vec<_> = available()
-        .into_iter()
-        .filter(|k| *k != BackendKind::Embedded)
-        .collect();
-    if real.is_empty() {
-        bail!("no real-broker backend on this machine: run ci/setup");
-    }
-    for kind in real {
+    for kind in real_backends()? {
         let (c, ready) = start(kind, 3)?;
         eprintln!("MEASURE {kind} 3-broker ready in {} ms", ready.as_millis());
         let bootstrap = c.bootstrap_servers();
@@ -235,14 +240,7 @@ fn transactions(c: &Cluster) -> Result<()> {
 #[test]
 fn committed_transactions_are_visible_to_read_committed_and_aborted_ones_are_not() -> Result<()> {
     let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
-    let real: Vec<_> = available()
-        .into_iter()
-        .filter(|k| *k != BackendKind::Embedded)
-        .collect();
-    if real.is_empty() {
-        bail!("no real-broker backend on this machine: run ci/setup");
-    }
-    for kind in real {
+    for kind in real_backends()? {
         let (c, _) = start(kind, 1)?;
         transactions(&c).with_context(|| format!("transactions on {kind}"))?;
         c.shutdown()?;
