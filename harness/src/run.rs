@@ -479,9 +479,15 @@ impl Case<'_> {
         }
     }
 
-    fn effects(w: &Running) -> u32 {
+    /// Effects the worker applied so far: sink writes, or, for a consumer whose effects are
+    /// transactional output (invisible until committed), records it polled.
+    fn effects(&self, w: &Running) -> u32 {
+        let marker = match self.runner.sink.semantics() {
+            SinkSemantics::OutputTopic => "\"point\":\"after-poll\"",
+            _ => "\"point\":\"after-sink-write\"",
+        };
         std::fs::read_to_string(&w.trace_path)
-            .map(|t| t.matches("\"point\":\"after-sink-write\"").count() as u32)
+            .map(|t| t.matches(marker).count() as u32)
             .unwrap_or(0)
     }
 
@@ -509,7 +515,7 @@ impl Case<'_> {
                 primary_done = true;
                 break;
             }
-            let effects = Self::effects(&primary);
+            let effects = self.effects(&primary);
             let elapsed = primary.process.started.elapsed();
             let mut kill = None;
             for (i, f) in faults.iter().enumerate() {

@@ -57,6 +57,11 @@ pub struct ScheduleSpace {
 
 impl ScheduleSpace {
     /// The strategy. Panics never; an empty space yields fault-free schedules.
+    ///
+    /// Workload and faults shrink independently. Each fault's trigger is then clamped to what
+    /// the drawn workload can reach (a crash point's hits scale with the message count: the
+    /// discovery run saw `max_hit` hits with `max.messages` messages), so a small workload does
+    /// not get faults whose trigger never comes, at every shrink step too.
     pub fn strategy(&self) -> BoxedStrategy<Schedule> {
         let max = self.max;
         let workload = (
@@ -69,27 +74,79 @@ impl ScheduleSpace {
                 partitions,
                 keys,
             });
-        let fault = self.fault_strategy(max.messages.max(1));
+        let Some(fault) = self.fault_strategy(max.messages.max(1)) else {
+            return workload.prop_map(Schedule::new).boxed();
+        };
+        let space = self.clone();
+        (
+            workload,
+            proptest::collection::vec(fault, self.faults.clone()),
+        )
+            .prop_map(move |(workload, faults)| {
+                let faults = faults
+                    .into_iter()
+                    .map(|f| space.clamp(f, workload.messages))
+                    .collect();
+                Schedule {
+                    version: SCHEDULE_VERSION,
+                    workload,
+                    faults,
+                }
+            })
+            .boxed()
+    }
+
+    /// `fault` with its trigger brought within reach of a workload of `messages`.
+    fn clamp(&self, fault: Fault, messages: u32) -> Fault {
+        let m = messages.max(1);
         match fault {
-            Some(fault) => {
-                let faults = proptest::collection::vec(fault, self.faults.clone());
-                (workload, faults)
-                    .prop_map(|(workload, faults)| Schedule {
-                        version: SCHEDULE_VERSION,
-                        workload,
-                        faults,
-                    })
-                    .boxed()
+            Fault::Crash { point, hit } => {
+                let max_hit = self
+                    .points
+                    .iter()
+                    .find(|(p, _)| *p == point)
+                    .map(|(_, h)| *h)
+                    .unwrap_or(hit);
+                let hit = hit.min(self.scaled_hits(max_hit, m));
+                Fault::Crash { point, hit }
             }
-            None => workload.prop_map(Schedule::new).boxed(),
+            Fault::KillAfterEffects { effects } => Fault::KillAfterEffects {
+                effects: effects.min(m),
+            },
+            Fault::SinkFailure { write, failure } => Fault::SinkFailure {
+                write: write.min(m),
+                failure,
+            },
+            Fault::Rebalance { after_effects } => Fault::Rebalance {
+                after_effects: after_effects.min(m),
+            },
+            Fault::BrokerRestart {
+                broker,
+                after_effects,
+            } => Fault::BrokerRestart {
+                broker,
+                after_effects: after_effects.min(m),
+            },
+            other => other,
         }
+    }
+
+    /// Hits of a point that a workload of `messages` can reach.
+    fn scaled_hits(&self, max_hit: u32, messages: u32) -> u32 {
+        let max_messages = self.max.messages.max(1) as u64;
+        let scaled = (max_hit as u64 * messages as u64).div_ceil(max_messages);
+        scaled.clamp(1, max_hit.max(1) as u64) as u32
     }
 
     fn fault_strategy(&self, max_effects: u32) -> Option<BoxedStrategy<Fault>> {
         let k = self.kinds;
         let mut options: Vec<BoxedStrategy<Fault>> = Vec::new();
         if k.crashes && !self.points.is_empty() {
-            let points = self.points.clone();
+            let points: Vec<(String, u32)> = self
+                .points
+                .iter()
+                .map(|(p, h)| (p.clone(), self.scaled_hits(*h, max_effects)))
+                .collect();
             options.push(
                 select(points)
                     .prop_flat_map(|(point, max_hit)| (Just(point), 1..=max_hit.max(1)))
