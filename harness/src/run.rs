@@ -367,7 +367,20 @@ impl Case<'_> {
         Ok(())
     }
 
+    /// Committed offsets from the broker; a timed-out fetch (a coordinator moving, a broker
+    /// restarting) is retried before it becomes an error.
     fn committed(&self) -> Result<Vec<(i32, Option<i64>)>> {
+        let mut last = None;
+        for _ in 0..3 {
+            match self.committed_once() {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Worker("no committed offsets".into())))
+    }
+
+    fn committed_once(&self) -> Result<Vec<(i32, Option<i64>)>> {
         let mut tpl = TopicPartitionList::new();
         for p in 0..self.schedule.workload.partitions {
             tpl.add_partition(&self.topic, p);
