@@ -59,68 +59,54 @@ pub(crate) fn create_topic_with(
     for (k, v) in configs {
         new = new.set(k, v);
     }
-    let during = || format!("creating topic {topic}");
-    let results =
-        block_on(client.create_topics([&new], &options()))?.map_err(|e| ClusterError::Admin {
-            during: during(),
-            reason: e.to_string(),
-        })?;
-    for r in results {
-        match r {
-            Ok(_) => {}
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => {
-                return Err(ClusterError::Admin {
-                    during: during(),
-                    reason: code.to_string(),
-                })
-            }
-        }
-    }
-    Ok(())
+    let results = block_on(client.create_topics([&new], &options()))?;
+    expect_ok(
+        results,
+        RDKafkaErrorCode::TopicAlreadyExists,
+        "creating topic",
+    )
 }
 
 pub(crate) fn delete_topics(config: &ClientConfig, topics: &[&str]) -> ClusterResult<()> {
     if topics.is_empty() {
         return Ok(());
     }
-    let client = admin(config)?;
-    let results =
-        block_on(client.delete_topics(topics, &options()))?.map_err(|e| ClusterError::Admin {
-            during: "deleting topics".into(),
-            reason: e.to_string(),
-        })?;
-    for r in results {
-        if let Err((name, code)) = r {
-            if code != RDKafkaErrorCode::UnknownTopicOrPartition {
-                return Err(ClusterError::Admin {
-                    during: format!("deleting topic {name}"),
-                    reason: code.to_string(),
-                });
-            }
-        }
-    }
-    Ok(())
+    let results = block_on(admin(config)?.delete_topics(topics, &options()))?;
+    expect_ok(
+        results,
+        RDKafkaErrorCode::UnknownTopicOrPartition,
+        "deleting topic",
+    )
 }
 
 pub(crate) fn delete_groups(config: &ClientConfig, groups: &[&str]) -> ClusterResult<()> {
     if groups.is_empty() {
         return Ok(());
     }
-    let client = admin(config)?;
-    let results =
-        block_on(client.delete_groups(groups, &options()))?.map_err(|e| ClusterError::Admin {
-            during: "deleting groups".into(),
-            reason: e.to_string(),
-        })?;
+    let results = block_on(admin(config)?.delete_groups(groups, &options()))?;
+    expect_ok(results, RDKafkaErrorCode::GroupIdNotFound, "deleting group")
+}
+
+/// Every per-name result succeeded, or failed only with `harmless` (already exists / already
+/// gone: the state the call wanted).
+fn expect_ok(
+    results: rdkafka::error::KafkaResult<Vec<Result<String, (String, RDKafkaErrorCode)>>>,
+    harmless: RDKafkaErrorCode,
+    during: &str,
+) -> ClusterResult<()> {
+    let results = results.map_err(|e| ClusterError::Admin {
+        during: during.into(),
+        reason: e.to_string(),
+    })?;
     for r in results {
-        if let Err((name, code)) = r {
-            if code != RDKafkaErrorCode::GroupIdNotFound {
+        match r {
+            Err((name, code)) if code != harmless => {
                 return Err(ClusterError::Admin {
-                    during: format!("deleting group {name}"),
+                    during: format!("{during} {name}"),
                     reason: code.to_string(),
-                });
+                })
             }
+            _ => {}
         }
     }
     Ok(())
