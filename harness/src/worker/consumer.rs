@@ -264,10 +264,17 @@ impl Consumer {
             .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(hook));
     }
 
-    /// Store `record`'s offset + 1 for the next auto-commit (with `enable.auto.offset.store=false`).
+    /// Mark `record` processed for the next auto-commit (with `enable.auto.offset.store=false`):
+    /// the auto-commit then commits `record`'s offset + 1, exactly as rdkafka's
+    /// `store_offset_from_message` would.
+    ///
+    /// rdkafka's `store_offset(topic, partition, offset)` calls `rd_kafka_offset_store`, which
+    /// itself stores `offset + 1`: so the record's own offset is passed, not offset + 1 (which
+    /// would skip the next message). The offsets-module test compares this with rdkafka on a
+    /// real broker.
     pub fn store_offset(&self, record: &Record) -> KafkaResult<()> {
         self.inner
-            .store_offset(&self.topic, record.msg.partition, record.msg.offset + 1)
+            .store_offset(&self.topic, record.msg.partition, record.msg.offset)
     }
 
     /// The underlying rdkafka consumer (crash points and events are not added to direct calls).
