@@ -26,6 +26,18 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A replayed schedule tested nothing it names: some of its faults never fired (a crash
+    /// point renamed or removed, a hit count the code no longer reaches). A saved schedule is
+    /// a regression test, so this fails it.
+    #[error("replay of {path} is vacuous: {} never fired — the consumer's crash points (most hits in one incarnation) are: {}. Update the schedule to a point that exists, or delete it", .faults.join("; "), .points.join(", "))]
+    ReplayVacuous {
+        /// The schedule file.
+        path: PathBuf,
+        /// The faults that never fired, in words.
+        faults: Vec<String>,
+        /// The crash points this consumer hit on replay, with their most hits.
+        points: Vec<String>,
+    },
     /// The recorded history is not a well-formed trace: a harness bug, not a verdict.
     #[error("malformed trace: {0}")]
     MalformedTrace(String),

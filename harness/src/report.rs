@@ -45,6 +45,42 @@ impl Report {
     pub fn kind(&self) -> Option<ViolationKind> {
         self.verdict.primary_kind()
     }
+
+    /// Whether the minimal schedule failed in fewer than half of its confirmation re-runs.
+    pub fn timing_dependent(&self) -> bool {
+        self.confirm_runs > 0 && self.reproduced * 2 < self.confirm_runs
+    }
+
+    /// Plain words for a failure that does not reproduce reliably: what it depends on and
+    /// how to make it likelier. `None` when it reproduces.
+    pub fn timing_advice(&self) -> Option<String> {
+        if !self.timing_dependent() {
+            return None;
+        }
+        let orchestrated = self.schedule.faults.iter().any(|f| {
+            matches!(
+                f,
+                crate::Fault::KillAfterEffects { .. }
+                    | crate::Fault::KillAfterMillis { .. }
+                    | crate::Fault::Rebalance { .. }
+                    | crate::Fault::BrokerRestart { .. }
+            )
+        });
+        let mut s = format!(
+            "TIMING-DEPENDENT: this schedule failed in {} of {} re-runs. The failure is real (the trace below shows it) but depends on timing the schedule does not pin down",
+            self.reproduced, self.confirm_runs
+        );
+        if orchestrated {
+            s.push_str(
+                ": the harness's kill/rebalance lands wherever the worker is when the harness notices. To make it likelier: replay it several times (`KAFKA_HARNESS_CONFIRM_RUNS`), or place a crash point where the race happens (`kafka_harness` crash points fire at an exact hit) — e.g. right after an async commit is handed to the client, or after `poll` returns.",
+            );
+        } else {
+            s.push_str(
+                ": typically an asynchronous commit or auto-commit racing the crash. To make it likelier: crash after the commit's result is known (a point after a synchronous commit, or lower `auto.commit.interval.ms`), or replay it several times (`KAFKA_HARNESS_CONFIRM_RUNS`).",
+            );
+        }
+        Some(s)
+    }
 }
 
 impl std::fmt::Display for Report {
@@ -69,6 +105,9 @@ impl std::fmt::Display for Report {
         )?;
         for (i, fault) in self.schedule.faults.iter().enumerate() {
             writeln!(f, "  {}. {fault}", i + 1)?;
+        }
+        if let Some(advice) = self.timing_advice() {
+            writeln!(f, "\n{advice}")?;
         }
         writeln!(f, "\nviolations:")?;
         let mut per_kind: BTreeMap<ViolationKind, usize> = BTreeMap::new();
@@ -177,6 +216,29 @@ pub fn timeline(trace: &Trace) -> String {
                         push(0, "broker says committed".into(), Some(o.unwrap_or(-1)));
                     }
                 }
+                EventKind::BrokerCommitObserved { offsets, since_us } => {
+                    for o in offsets.iter().filter(|o| o.partition == p) {
+                        push(
+                            0,
+                            format!(
+                                "broker commit seen in {:.0}–{:.0} ms:",
+                                *since_us as f64 / 1000.0,
+                                e.at_us as f64 / 1000.0
+                            ),
+                            Some(o.offset),
+                        );
+                    }
+                }
+                EventKind::RebalanceRequested { point, hit } => push(
+                    e.inc,
+                    format!("⇄ waits at `{point}` #{hit} for a rebalance"),
+                    None,
+                ),
+                EventKind::CrashedAfter { after, point, hit } => push(
+                    e.inc,
+                    format!("✗ crashed at `{point}` #{hit} after `{after}`"),
+                    None,
+                ),
                 EventKind::Rebalanced { phase, partitions } if partitions.contains(&p) => push(
                     e.inc,
                     if *phase == RebalancePhase::Revoke {
@@ -231,6 +293,13 @@ pub fn timeline(trace: &Trace) -> String {
             EventKind::Stuck { lag, waited_ms } => {
                 let _ = writeln!(out, "stuck: lag {lag:?} after {waited_ms} ms");
             }
+            EventKind::RebalanceStarted { state } => {
+                let _ = writeln!(
+                    out,
+                    "second member joined; group {state} at {:.1} ms",
+                    e.at_us as f64 / 1000.0
+                );
+            }
             EventKind::BrokerFault { broker, action } => {
                 let _ = writeln!(
                     out,
@@ -240,6 +309,10 @@ pub fn timeline(trace: &Trace) -> String {
             }
             _ => {}
         }
+    }
+    if !trace.phases.is_empty() {
+        let phases: Vec<String> = trace.phases.iter().map(|p| p.to_string()).collect();
+        let _ = writeln!(out, "time: {}", phases.join(" · "));
     }
     out
 }

@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::BackendKind;
-use crate::schedule::Fault;
+use crate::schedule::{Fault, SinkFailure};
 
 /// Format version of [`Trace`] (bumped on incompatible change).
 pub const TRACE_VERSION: u32 = 1;
@@ -126,21 +126,6 @@ pub enum KillReason {
     Deadline,
 }
 
-/// A sink write that the schedule made fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SinkFailure {
-    /// An error the consumer may retry.
-    Transient,
-    /// An error retrying will not fix.
-    Permanent,
-    /// The write hung for this many milliseconds, then timed out.
-    Hang {
-        /// How long it hung.
-        millis: u64,
-    },
-}
-
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "event")]
@@ -208,6 +193,27 @@ pub enum EventKind {
         /// Hit that fired.
         hit: u32,
     },
+    /// A scheduled relative crash fired: the worker SIGKILLed itself right after this event.
+    CrashedAfter {
+        /// The point whose first hit started the count.
+        after: String,
+        /// Point name.
+        point: String,
+        /// Hit (counted from `after`) that fired.
+        hit: u32,
+    },
+    /// A `rebalance-at` point was reached: the worker waits there until the group rebalances.
+    RebalanceRequested {
+        /// Point name.
+        point: String,
+        /// Hit that triggered it.
+        hit: u32,
+    },
+    /// The orchestrator saw the group rebalancing with a second member and released the worker.
+    RebalanceStarted {
+        /// The group state the broker reported (e.g. `PreparingRebalance`).
+        state: String,
+    },
     /// The orchestrator SIGKILLed the worker.
     Killed {
         /// Why.
@@ -224,6 +230,16 @@ pub enum EventKind {
     BrokerCommitted {
         /// Per partition.
         offsets: Vec<(i32, Option<i64>)>,
+    },
+    /// The group's committed offsets, read from the broker *during* an incarnation, changed:
+    /// some commit (by any member, through any path — auto-commit, async, transactional —
+    /// whether or not the process ever reported it) landed between `since_us` and this
+    /// event's time. Only the partitions that changed are listed.
+    BrokerCommitObserved {
+        /// The new committed offsets (next offset to read).
+        offsets: Vec<PartitionOffset>,
+        /// The previous read, which did not show them yet.
+        since_us: u64,
     },
     /// A broker fault was injected.
     BrokerFault {
@@ -305,6 +321,28 @@ pub struct Trace {
     pub state: Option<Vec<StateRow>>,
     /// Input ids found on the output topic read `read_committed`, in read order (transactional sinks).
     pub output: Option<Vec<u64>>,
+    /// Where the case's wall time went, in order: so a slow case explains itself.
+    #[serde(default)]
+    pub phases: Vec<Phase>,
+}
+
+/// One step of a case and how long it took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Phase {
+    /// `create-topics`, `produce`, `incarnation 1`, `drain`, `read-back`, …
+    pub name: String,
+    /// Wall time in milliseconds.
+    pub ms: u64,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.ms >= 1000 {
+            write!(f, "{} {:.1} s", self.name, self.ms as f64 / 1000.0)
+        } else {
+            write!(f, "{} {} ms", self.name, self.ms)
+        }
+    }
 }
 
 impl Trace {
@@ -316,6 +354,7 @@ impl Trace {
             events: Vec::new(),
             state: None,
             output: None,
+            phases: Vec::new(),
         }
     }
 

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::violation::{CommitWitness, DeathWitness, Violation};
 use crate::trace::{
-    CommitMode, Event, EventKind, Exit, Incarnation, KillReason, MessageRef, SinkSemantics, Trace,
-    TRACE_VERSION,
+    CommitMode, Event, EventKind, Exit, Incarnation, KillReason, MessageRef, PartitionOffset,
+    SinkSemantics, Trace, TRACE_VERSION,
 };
 use crate::{Error, Result};
 
@@ -75,6 +75,9 @@ fn death_of(trace: &Trace, inc: Incarnation, after_us: u64) -> Option<DeathWitne
         .find_map(|e| {
             let how = match &e.kind {
                 EventKind::Crashed { point, hit } => format!("crashed at `{point}` hit #{hit}"),
+                EventKind::CrashedAfter { after, point, hit } => {
+                    format!("crashed at `{point}` hit #{hit} after `{after}`")
+                }
                 EventKind::Killed {
                     reason: KillReason::AfterEffects { effects, observed },
                 } => {
@@ -105,38 +108,67 @@ fn death_of(trace: &Trace, inc: Incarnation, after_us: u64) -> Option<DeathWitne
         })
 }
 
-/// The first commit (by a consumer, else as read from the broker) that moved past `msg`.
+/// The first commit that moved past `msg`: the earliest of the consumer's own reports and the
+/// commits seen on the broker during incarnations; else a read after an incarnation.
 fn commit_past(trace: &Trace, msg: &MessageRef) -> Option<CommitWitness> {
-    let by_consumer = trace.events.iter().find_map(|e| match &e.kind {
+    let passes = |p: i32, o: i64| p == msg.partition && o > msg.offset;
+    let during = trace.events.iter().find_map(|e| match &e.kind {
         EventKind::Committed {
             offsets,
             mode,
             requested_at_us,
         } => offsets
             .iter()
-            .find(|o| o.partition == msg.partition && o.offset > msg.offset)
+            .find(|o| passes(o.partition, o.offset))
             .map(|o| CommitWitness {
                 inc: e.inc,
                 offset: o.offset,
                 at_us: *requested_at_us,
                 mode: Some(*mode),
+                since_us: None,
+            }),
+        EventKind::BrokerCommitObserved { offsets, since_us } => offsets
+            .iter()
+            .find(|o| passes(o.partition, o.offset))
+            .map(|o| CommitWitness {
+                inc: 0,
+                offset: o.offset,
+                at_us: e.at_us,
+                mode: None,
+                since_us: Some(*since_us),
             }),
         _ => None,
     });
-    by_consumer.or_else(|| {
+    during.or_else(|| {
         trace.events.iter().find_map(|e| match &e.kind {
             EventKind::BrokerCommitted { offsets } => offsets
                 .iter()
-                .find(|(p, o)| *p == msg.partition && o.is_some_and(|o| o > msg.offset))
+                .find(|(p, o)| o.is_some_and(|o| passes(*p, o)))
                 .map(|(_, o)| CommitWitness {
                     inc: 0,
                     offset: o.unwrap_or_default(),
                     at_us: e.at_us,
                     mode: None,
+                    since_us: None,
                 }),
             _ => None,
         })
     })
+}
+
+/// The first death, after `after_us`, of an incarnation started before `started_before_us`:
+/// who died after a commit the broker showed but no process reported.
+fn death_after(trace: &Trace, after_us: u64, started_before_us: u64) -> Option<DeathWitness> {
+    let started: Vec<Incarnation> = trace
+        .events
+        .iter()
+        .filter(|e| e.at_us <= started_before_us && matches!(e.kind, EventKind::Started { .. }))
+        .map(|e| e.inc)
+        .collect();
+    started
+        .into_iter()
+        .filter_map(|inc| death_of(trace, inc, after_us))
+        .min_by_key(|d| d.at_us)
 }
 
 /// No loss: every acknowledged input applied at least once.
@@ -147,10 +179,11 @@ pub fn lost(trace: &Trace) -> Vec<Violation> {
         .filter(|(m, _)| !counts.contains_key(&m.id))
         .map(|(msg, _)| {
             let commit = commit_past(trace, msg);
-            let death = commit
-                .as_ref()
-                .filter(|c| c.inc != 0)
-                .and_then(|c| death_of(trace, c.inc, c.at_us));
+            let death = commit.as_ref().and_then(|c| match (c.inc, c.since_us) {
+                (0, Some(since)) => death_after(trace, since, c.at_us),
+                (0, None) => None,
+                (inc, _) => death_of(trace, inc, c.at_us),
+            });
             Violation::Lost {
                 msg: *msg,
                 commit,
@@ -262,7 +295,9 @@ pub fn output_anomalies(trace: &Trace) -> Result<Vec<Violation>> {
         *seen.entry(*id).or_insert(0) += 1;
     }
     let first_death = trace.events.iter().find_map(|e| match &e.kind {
-        EventKind::Crashed { .. } | EventKind::Killed { .. } => death_of(trace, e.inc, e.at_us),
+        EventKind::Crashed { .. } | EventKind::CrashedAfter { .. } | EventKind::Killed { .. } => {
+            death_of(trace, e.inc, e.at_us)
+        }
         _ => None,
     });
     Ok(trace
@@ -279,38 +314,50 @@ pub fn output_anomalies(trace: &Trace) -> Result<Vec<Violation>> {
         .collect())
 }
 
-/// Commits in time order per partition, by consumers and as read from the broker.
-fn commits(trace: &Trace) -> Vec<(i32, i64, CommitWitness)> {
+/// Where a sequence of commits comes from. Each sequence is in a trustworthy time order on its
+/// own; mixing them is not (a read during an incarnation may be answered before an in-flight
+/// commit the consumer already issued lands).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CommitSource {
+    /// The consumers' own reports, plus the reads after each incarnation ended.
+    Reported,
+    /// The broker reads: during incarnations and after each.
+    Broker,
+}
+
+/// Commits in time order per partition from one source.
+fn commits(trace: &Trace, source: CommitSource) -> Vec<(i32, i64, CommitWitness)> {
     let mut out = Vec::new();
     for e in &trace.events {
+        let witness =
+            |offset: i64, mode: Option<CommitMode>, since_us: Option<u64>| CommitWitness {
+                inc: e.inc,
+                offset,
+                at_us: e.at_us,
+                mode,
+                since_us,
+            };
         match &e.kind {
-            EventKind::Committed { offsets, mode, .. } => {
+            EventKind::Committed { offsets, mode, .. } if source == CommitSource::Reported => {
+                for o in offsets {
+                    out.push((o.partition, o.offset, witness(o.offset, Some(*mode), None)));
+                }
+            }
+            EventKind::BrokerCommitObserved { offsets, since_us }
+                if source == CommitSource::Broker =>
+            {
                 for o in offsets {
                     out.push((
                         o.partition,
                         o.offset,
-                        CommitWitness {
-                            inc: e.inc,
-                            offset: o.offset,
-                            at_us: e.at_us,
-                            mode: Some(*mode),
-                        },
+                        witness(o.offset, None, Some(*since_us)),
                     ));
                 }
             }
             EventKind::BrokerCommitted { offsets } => {
                 for (p, o) in offsets {
                     if let Some(o) = o {
-                        out.push((
-                            *p,
-                            *o,
-                            CommitWitness {
-                                inc: 0,
-                                offset: *o,
-                                at_us: e.at_us,
-                                mode: None,
-                            },
-                        ));
+                        out.push((*p, *o, witness(*o, None, None)));
                     }
                 }
             }
@@ -320,23 +367,44 @@ fn commits(trace: &Trace) -> Vec<(i32, i64, CommitWitness)> {
     out
 }
 
-/// Commit sanity: a partition's committed offset never decreases.
+/// Commit sanity: a partition's committed offset never decreases — in the consumers' reports
+/// or on the broker.
 pub fn commit_backwards(trace: &Trace) -> Vec<Violation> {
-    let mut high: HashMap<i32, i64> = HashMap::new();
-    let mut out = Vec::new();
-    for (p, o, w) in commits(trace) {
-        let h = high.entry(p).or_insert(o);
-        if o < *h {
-            out.push(Violation::CommitBackwards {
-                partition: p,
-                from: *h,
-                to: o,
-                commit: w,
-            });
-        } else {
-            *h = o;
+    let drops = |source: CommitSource| {
+        let mut high: HashMap<i32, i64> = HashMap::new();
+        let mut out = Vec::new();
+        for (p, o, w) in commits(trace, source) {
+            let h = high.entry(p).or_insert(o);
+            if o < *h {
+                out.push(Violation::CommitBackwards {
+                    partition: p,
+                    from: *h,
+                    to: o,
+                    commit: w,
+                });
+            } else {
+                *h = o;
+            }
         }
-    }
+        out
+    };
+    let key = |v: &Violation| match v {
+        Violation::CommitBackwards {
+            partition,
+            from,
+            to,
+            ..
+        } => Some((*partition, *from, *to)),
+        _ => None,
+    };
+    let mut out = drops(CommitSource::Reported);
+    let seen: Vec<_> = out.iter().map(key).collect();
+    // A drop the broker reads show that the reports already showed is the same drop.
+    out.extend(
+        drops(CommitSource::Broker)
+            .into_iter()
+            .filter(|v| !seen.contains(&key(v))),
+    );
     out
 }
 
@@ -351,26 +419,44 @@ pub fn committed_too_far(trace: &Trace) -> Vec<Violation> {
     let mut out = Vec::new();
     let mut reported: std::collections::HashSet<(i32, u64)> = std::collections::HashSet::new();
     for e in &trace.events {
-        let EventKind::Committed {
-            offsets,
-            mode,
-            requested_at_us,
-        } = &e.kind
-        else {
-            continue;
-        };
-        if *mode == CommitMode::Transaction {
-            continue;
-        }
+        // The latest time the commit can have been issued: a consumer's request time, or for
+        // a commit seen on the broker, the read that showed it. A message applied after that
+        // was certainly unprocessed when the commit was made.
+        let (offsets, issued_by_us, witness): (&[PartitionOffset], u64, CommitWitness) =
+            match &e.kind {
+                EventKind::Committed {
+                    offsets,
+                    mode,
+                    requested_at_us,
+                } if *mode != CommitMode::Transaction => (
+                    offsets,
+                    *requested_at_us,
+                    CommitWitness {
+                        inc: e.inc,
+                        offset: 0,
+                        at_us: *requested_at_us,
+                        mode: Some(*mode),
+                        since_us: None,
+                    },
+                ),
+                EventKind::BrokerCommitObserved { offsets, since_us } => (
+                    offsets,
+                    e.at_us,
+                    CommitWitness {
+                        inc: 0,
+                        offset: 0,
+                        at_us: e.at_us,
+                        mode: None,
+                        since_us: Some(*since_us),
+                    },
+                ),
+                _ => continue,
+            };
         for o in offsets {
             let mut unprocessed: Vec<&&MessageRef> = produced
                 .iter()
                 .filter(|m| m.partition == o.partition && m.offset < o.offset)
-                .filter(|m| {
-                    first_applied
-                        .get(&m.id)
-                        .is_none_or(|at| at > requested_at_us)
-                })
+                .filter(|m| first_applied.get(&m.id).is_none_or(|at| *at > issued_by_us))
                 .collect();
             unprocessed.sort_by_key(|m| m.offset);
             if let Some(first) = unprocessed.first() {
@@ -379,10 +465,8 @@ pub fn committed_too_far(trace: &Trace) -> Vec<Violation> {
                     out.push(Violation::CommittedTooFar {
                         partition: o.partition,
                         commit: CommitWitness {
-                            inc: e.inc,
                             offset: o.offset,
-                            at_us: *requested_at_us,
-                            mode: Some(*mode),
+                            ..witness.clone()
                         },
                         unprocessed: ***first,
                         count: unprocessed.len(),

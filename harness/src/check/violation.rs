@@ -37,6 +37,46 @@ pub struct CommitWitness {
     pub at_us: u64,
     /// How (`None`: read from the broker).
     pub mode: Option<CommitMode>,
+    /// For a commit seen on the broker during an incarnation: the previous read, which did
+    /// not show it yet. The commit landed between `since_us` and `at_us`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_us: Option<u64>,
+}
+
+impl std::fmt::Display for CommitWitness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.inc, self.since_us) {
+            (0, Some(since)) => write!(
+                f,
+                "offset {} was committed between {} and {} (seen on the broker; no process reported this commit — an auto-commit, an async commit or a commit outside the instrumented calls)",
+                self.offset,
+                ms(since),
+                ms(self.at_us)
+            ),
+            (0, None) => write!(
+                f,
+                "offset {} was found committed on the broker at {}",
+                self.offset,
+                ms(self.at_us)
+            ),
+            (inc, _) => {
+                write!(f, "offset {} was committed by incarnation {inc}", self.offset)?;
+                if let Some(mode) = self.mode {
+                    write!(f, " ({})", mode_word(mode))?;
+                }
+                write!(f, " at {}", ms(self.at_us))
+            }
+        }
+    }
+}
+
+fn mode_word(mode: CommitMode) -> &'static str {
+    match mode {
+        CommitMode::Sync => "sync commit",
+        CommitMode::Async => "async commit",
+        CommitMode::Auto => "auto-commit",
+        CommitMode::Transaction => "transaction",
+    }
 }
 
 /// How an incarnation died.
@@ -174,13 +214,7 @@ impl std::fmt::Display for Violation {
             Violation::Lost { msg, commit, death } => {
                 write!(f, "{msg} was lost: never applied to the sink")?;
                 if let Some(c) = commit {
-                    write!(
-                        f,
-                        "; offset {} was committed by {} at {} before it was processed",
-                        c.offset,
-                        who(c.inc),
-                        ms(c.at_us)
-                    )?;
+                    write!(f, "; {c} before it was processed")?;
                     if let Some(d) = death {
                         write!(f, ", then incarnation {} {} at {}", d.inc, d.how, ms(d.at_us))?;
                     }
@@ -215,10 +249,7 @@ impl std::fmt::Display for Violation {
             ),
             Violation::CommittedTooFar { partition, commit, unprocessed, count } => write!(
                 f,
-                "committed too far: {} committed offset {} on partition {partition} at {} while {count} message(s) below it were not yet processed, first {unprocessed} — a crash there loses them",
-                who(commit.inc),
-                commit.offset,
-                ms(commit.at_us)
+                "committed too far on partition {partition}: {commit} while {count} message(s) below it were not yet processed, first {unprocessed} — a crash there loses them"
             ),
             Violation::Stuck { lag, waited_ms } => {
                 let lag: Vec<String> = lag.iter().filter(|(_, l)| *l > 0).map(|(p, l)| format!("partition {p}: {l}")).collect();

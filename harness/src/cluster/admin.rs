@@ -113,7 +113,10 @@ fn expect_ok(
 }
 
 /// Ready = metadata lists `brokers` brokers and, where allowed, a topic replicated on all of
-/// them can be created (which needs a live controller that sees every broker unfenced).
+/// them can be created (which needs a live controller that sees every broker unfenced), and a
+/// group coordinator answers an offset fetch for it (a fresh cluster creates its offsets topic
+/// on the first group request and answers `NotCoordinator` / `CoordinatorLoadInProgress`
+/// until it is loaded: a harness run must not be the one to find that out).
 pub(crate) fn wait_ready(
     config: &ClientConfig,
     kind: BackendKind,
@@ -132,12 +135,15 @@ pub(crate) fn wait_ready(
         match metadata_brokers(config) {
             Ok(n) if n >= brokers => match &probe {
                 None => return Ok(()),
-                Some(topic) => match create_topic(config, topic, 1, brokers as i32) {
+                Some(topic) => match create_topic(config, topic, 1, brokers as i32)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| coordinator_answers(config, topic))
+                {
                     Ok(()) => {
                         let _ = delete_topics(config, &[topic]);
                         return Ok(());
                     }
-                    Err(e) => last = e.to_string(),
+                    Err(e) => last = e,
                 },
             },
             Ok(n) => last = format!("metadata lists {n} of {brokers} brokers"),
@@ -151,6 +157,26 @@ pub(crate) fn wait_ready(
         waited_ms: started.elapsed().as_millis(),
         reason: last,
     })
+}
+
+/// An offset fetch for a probe group on `topic` succeeds (the group is never joined, so it
+/// leaves nothing behind).
+fn coordinator_answers(config: &ClientConfig, topic: &str) -> Result<(), String> {
+    let mut c = config.clone();
+    c.set("group.id", format!("{topic}.group"))
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = c.create().map_err(|e| e.to_string())?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(2))
+        .map_err(|e| format!("group coordinator: {e}"))?;
+    for e in got.elements() {
+        if let Err(err) = e.error() {
+            return Err(format!("group coordinator: {err}"));
+        }
+    }
+    Ok(())
 }
 
 fn metadata_brokers(config: &ClientConfig) -> Result<usize, String> {

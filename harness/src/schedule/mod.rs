@@ -20,9 +20,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use strategy::{FaultKinds, ScheduleSpace};
+pub use strategy::{FaultKinds, ScheduleSpace, ANCHOR_REVOKE, ANCHOR_SINK_OUTAGE};
 
-use crate::trace::SinkFailure;
 use crate::{Error, Result};
 
 /// Format version of the schedule file.
@@ -62,7 +61,32 @@ impl Workload {
     }
 }
 
-/// One fault. Triggers are deterministic where the fault allows it.
+/// How an injected sink write fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SinkFailure {
+    /// An error the consumer may retry.
+    Transient,
+    /// An error retrying will not fix.
+    Permanent,
+    /// The write hung for this many milliseconds, then timed out.
+    Hang {
+        /// How long it hung.
+        millis: u64,
+    },
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// One fault. Triggers are deterministic where the fault allows it: a point and a hit count
+/// (`at the n-th hit of X`), possibly counted from an earlier event (`the k-th hit of X after
+/// the revoke`), or a count of effects.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "fault")]
 pub enum Fault {
@@ -84,18 +108,47 @@ pub enum Fault {
         /// Delay.
         millis: u64,
     },
-    /// The `write`-th sink write of this incarnation fails.
+    /// The worker SIGKILLs itself at the `hit`-th hit of `point` counted from the first hit
+    /// of `after` in this incarnation ("crash at the 2nd `before-sink-write` after the
+    /// `revoke`"): a fault relative to an earlier one.
+    CrashAfter {
+        /// The point whose first hit starts the count (e.g. `revoke`).
+        after: String,
+        /// Crash point name.
+        point: String,
+        /// Which hit after `after` fires (1-based).
+        hit: u32,
+    },
+    /// A sink outage: from the `write`-th sink write of this incarnation, `writes`
+    /// consecutive writes fail — or, with `millis`, every write fails until `millis` ms after
+    /// the outage began. Real outages last: one failed write is the special case `writes: 1`.
     SinkFailure {
-        /// 1-based write index.
+        /// 1-based index of the first failing write.
         write: u32,
-        /// How it fails.
+        /// How the writes fail.
         failure: SinkFailure,
+        /// Consecutive failing writes (default 1; ignored when `millis` is set).
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        writes: u32,
+        /// Outage length in time, from its first failed write.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        millis: Option<u64>,
     },
     /// A second member joins the group once this incarnation applied `after_effects`
     /// effects, forcing a rebalance; it leaves when the incarnation ends.
     Rebalance {
         /// Effects to wait for.
         after_effects: u32,
+    },
+    /// A rebalance at a precise point: the worker blocks at the `hit`-th hit of `point` until
+    /// a second member has joined and the group is rebalancing, so the worker's next poll is
+    /// revoked while it holds whatever it was holding at that point. The member leaves when
+    /// the incarnation ends.
+    RebalanceAt {
+        /// Crash point name where the worker waits.
+        point: String,
+        /// Which hit (1-based, this incarnation).
+        hit: u32,
     },
     /// Broker `broker` is hard-killed once this incarnation applied `after_effects` effects,
     /// and restarted right away (containers and local backends).
@@ -112,8 +165,34 @@ impl Fault {
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
-            Fault::Crash { .. } | Fault::KillAfterEffects { .. } | Fault::KillAfterMillis { .. }
+            Fault::Crash { .. }
+                | Fault::CrashAfter { .. }
+                | Fault::KillAfterEffects { .. }
+                | Fault::KillAfterMillis { .. }
         )
+    }
+
+    /// A short name of the fault's kind (reports, coverage).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Fault::Crash { .. } => "crash",
+            Fault::CrashAfter { .. } => "crash-after",
+            Fault::KillAfterEffects { .. } => "kill",
+            Fault::KillAfterMillis { .. } => "random-kill",
+            Fault::SinkFailure { .. } => "sink-outage",
+            Fault::Rebalance { .. } => "rebalance",
+            Fault::RebalanceAt { .. } => "rebalance-at",
+            Fault::BrokerRestart { .. } => "broker-restart",
+        }
+    }
+
+    /// The crash points this fault names (to check a replay against the points that exist).
+    pub fn points(&self) -> Vec<&str> {
+        match self {
+            Fault::Crash { point, .. } | Fault::RebalanceAt { point, .. } => vec![point],
+            Fault::CrashAfter { after, point, .. } => vec![after, point],
+            _ => Vec::new(),
+        }
     }
 
     /// Whether this fault is a process death (what "crashes injected" counts).
@@ -128,11 +207,31 @@ impl std::fmt::Display for Fault {
             Fault::Crash { point, hit } => write!(f, "crash at `{point}` hit #{hit}"),
             Fault::KillAfterEffects { effects } => write!(f, "kill after {effects} effects"),
             Fault::KillAfterMillis { millis } => write!(f, "kill after {millis} ms"),
-            Fault::SinkFailure { write, failure } => {
-                write!(f, "sink write #{write} fails ({failure:?})")
+            Fault::CrashAfter { after, point, hit } => {
+                write!(f, "crash at `{point}` hit #{hit} after `{after}`")
             }
+            Fault::SinkFailure {
+                write,
+                failure,
+                writes,
+                millis,
+            } => match (millis, writes) {
+                (Some(ms), _) => write!(
+                    f,
+                    "sink outage from write #{write} for {ms} ms ({failure:?})"
+                ),
+                (None, 1) => write!(f, "sink write #{write} fails ({failure:?})"),
+                (None, n) => write!(
+                    f,
+                    "sink outage: writes #{write}..#{} fail ({failure:?})",
+                    write + n - 1
+                ),
+            },
             Fault::Rebalance { after_effects } => {
                 write!(f, "second member joins after {after_effects} effects")
+            }
+            Fault::RebalanceAt { point, hit } => {
+                write!(f, "rebalance at `{point}` hit #{hit}")
             }
             Fault::BrokerRestart {
                 broker,
@@ -239,23 +338,28 @@ impl Schedule {
         }
         for (i, f) in self.faults.iter().enumerate() {
             match f {
-                Fault::Crash { point, hit } => {
-                    if *hit == 0 {
-                        return Err(format!("fault {i}: hits count from 1"));
-                    }
-                    if let Some(known) = known_points {
-                        if !known.iter().any(|k| k == point) {
-                            return Err(format!(
-                                "fault {i}: unknown crash point `{point}` (this consumer has: {})",
-                                known.join(", ")
-                            ));
-                        }
-                    }
+                Fault::Crash { hit: 0, .. }
+                | Fault::CrashAfter { hit: 0, .. }
+                | Fault::RebalanceAt { hit: 0, .. } => {
+                    return Err(format!("fault {i}: hits count from 1"));
                 }
                 Fault::SinkFailure { write: 0, .. } => {
                     return Err(format!("fault {i}: writes count from 1"))
                 }
+                Fault::SinkFailure { writes: 0, .. } => {
+                    return Err(format!("fault {i}: an outage lasts at least 1 write"))
+                }
                 _ => {}
+            }
+            if let Some(known) = known_points {
+                for point in f.points() {
+                    if !known.iter().any(|k| k == point) {
+                        return Err(format!(
+                            "fault {i}: unknown crash point `{point}` (this consumer has: {})",
+                            known.join(", ")
+                        ));
+                    }
+                }
             }
         }
         Ok(())
@@ -272,6 +376,8 @@ mod tests {
             .fault(Fault::SinkFailure {
                 write: 1,
                 failure: SinkFailure::Transient,
+                writes: 1,
+                millis: None,
             })
             .fault(Fault::Crash {
                 point: "p".into(),
@@ -297,6 +403,37 @@ mod tests {
             err.to_string().contains("unknown crash point `nope`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn schedules_written_before_outages_and_anchors_still_load() {
+        let old = r#"{"version":1,"workload":{"messages":3,"partitions":1,"keys":1},
+            "faults":[{"fault":"sink-failure","write":2,"failure":"transient"}]}"#;
+        let s = Schedule::from_json(old, None).unwrap();
+        assert_eq!(
+            s.faults,
+            vec![Fault::SinkFailure {
+                write: 2,
+                failure: SinkFailure::Transient,
+                writes: 1,
+                millis: None
+            }]
+        );
+        // …and a one-write failure is still written the old way.
+        assert!(!s.to_json().contains("writes"));
+    }
+
+    #[test]
+    fn a_relative_crash_names_both_points_and_both_must_exist() {
+        let s = Schedule::new(Workload::default()).fault(Fault::CrashAfter {
+            after: "revoke".into(),
+            point: "before-sink-write".into(),
+            hit: 1,
+        });
+        let known = ["before-sink-write".to_string()];
+        let err = s.validate(Some(&known)).unwrap_err();
+        assert!(err.contains("unknown crash point `revoke`"), "{err}");
+        assert!(s.incarnations().len() == 1 && s.faults[0].is_terminal());
     }
 
     #[test]

@@ -6,8 +6,13 @@
 use proptest::prelude::*;
 use proptest::sample::select;
 
-use super::{Fault, Schedule, Workload, SCHEDULE_VERSION};
-use crate::trace::SinkFailure;
+use super::{Fault, Schedule, SinkFailure, Workload, SCHEDULE_VERSION};
+
+/// The anchor a relative crash counts from after a rebalance: the built-in `revoke` point.
+pub const ANCHOR_REVOKE: &str = "revoke";
+/// The anchor a relative crash counts from after a sink outage began (a pseudo-point the
+/// sink handle marks at the outage's first failed write).
+pub const ANCHOR_SINK_OUTAGE: &str = "sink-outage";
 
 /// Which kinds of fault a strategy may generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,9 +23,11 @@ pub struct FaultKinds {
     pub kills: bool,
     /// Orchestrator SIGKILL at a random instant (non-deterministic; off by default).
     pub random_kills: bool,
-    /// Failing sink writes.
+    /// Sink outages (k consecutive failing writes, or failures for t ms), alone or followed
+    /// by a crash counted from the outage's start.
     pub sink_failures: bool,
-    /// A second group member joining.
+    /// A second group member joining at a crash point, alone or followed by a crash counted
+    /// from the revoke.
     pub rebalances: bool,
     /// Broker kill + restart (needs a backend with broker faults).
     pub broker_restarts: bool,
@@ -82,9 +89,10 @@ impl ScheduleSpace {
             workload,
             proptest::collection::vec(fault, self.faults.clone()),
         )
-            .prop_map(move |(workload, faults)| {
-                let faults = faults
+            .prop_map(move |(workload, groups)| {
+                let faults = groups
                     .into_iter()
+                    .flatten()
                     .map(|f| space.clamp(f, workload.messages))
                     .collect();
                 Schedule {
@@ -101,21 +109,30 @@ impl ScheduleSpace {
         let m = messages.max(1);
         match fault {
             Fault::Crash { point, hit } => {
-                let max_hit = self
-                    .points
-                    .iter()
-                    .find(|(p, _)| *p == point)
-                    .map(|(_, h)| *h)
-                    .unwrap_or(hit);
-                let hit = hit.min(self.scaled_hits(max_hit, m));
+                let hit = hit.min(self.reachable_hits(&point, hit, m));
                 Fault::Crash { point, hit }
+            }
+            Fault::RebalanceAt { point, hit } => {
+                let hit = hit.min(self.reachable_hits(&point, hit, m));
+                Fault::RebalanceAt { point, hit }
+            }
+            Fault::CrashAfter { after, point, hit } => {
+                let hit = hit.min(self.reachable_hits(&point, hit, m));
+                Fault::CrashAfter { after, point, hit }
             }
             Fault::KillAfterEffects { effects } => Fault::KillAfterEffects {
                 effects: effects.min(m),
             },
-            Fault::SinkFailure { write, failure } => Fault::SinkFailure {
+            Fault::SinkFailure {
+                write,
+                failure,
+                writes,
+                millis,
+            } => Fault::SinkFailure {
                 write: write.min(m),
                 failure,
+                writes,
+                millis,
             },
             Fault::Rebalance { after_effects } => Fault::Rebalance {
                 after_effects: after_effects.min(m),
@@ -131,6 +148,17 @@ impl ScheduleSpace {
         }
     }
 
+    /// Hits of `point` a workload of `messages` can reach (`fallback` for an unknown point).
+    fn reachable_hits(&self, point: &str, fallback: u32, messages: u32) -> u32 {
+        let max_hit = self
+            .points
+            .iter()
+            .find(|(p, _)| p == point)
+            .map(|(_, h)| *h)
+            .unwrap_or(fallback);
+        self.scaled_hits(max_hit, messages)
+    }
+
     /// Hits of a point that a workload of `messages` can reach.
     fn scaled_hits(&self, max_hit: u32, messages: u32) -> u32 {
         let max_messages = self.max.messages.max(1) as u64;
@@ -138,35 +166,50 @@ impl ScheduleSpace {
         scaled.clamp(1, max_hit.max(1) as u64) as u32
     }
 
-    fn fault_strategy(&self, max_effects: u32) -> Option<BoxedStrategy<Fault>> {
+    /// One fault, or two related ones (an outage or a rebalance, then a crash counted from it).
+    fn fault_strategy(&self, max_effects: u32) -> Option<BoxedStrategy<Vec<Fault>>> {
         let k = self.kinds;
-        let mut options: Vec<BoxedStrategy<Fault>> = Vec::new();
-        if k.crashes && !self.points.is_empty() {
-            let points: Vec<(String, u32)> = self
-                .points
-                .iter()
-                .map(|(p, h)| (p.clone(), self.scaled_hits(*h, max_effects)))
-                .collect();
-            options.push(
-                select(points)
-                    .prop_flat_map(|(point, max_hit)| (Just(point), 1..=max_hit.max(1)))
+        let single = |s: BoxedStrategy<Fault>| s.prop_map(|f| vec![f]).boxed();
+        let points: Vec<(String, u32)> = self
+            .points
+            .iter()
+            .map(|(p, h)| (p.clone(), self.scaled_hits(*h, max_effects)))
+            .collect();
+        let at_point = |points: Vec<(String, u32)>, max: u32| {
+            select(points)
+                .prop_flat_map(move |(point, max_hit)| (Just(point), 1..=max_hit.clamp(1, max)))
+        };
+        // A crash that follows a related fault lands soon after it: a few hits of a point.
+        let crash_after = |after: &'static str| {
+            proptest::option::of(at_point(points.clone(), 4).prop_map(move |(point, hit)| {
+                Fault::CrashAfter {
+                    after: after.to_string(),
+                    point,
+                    hit,
+                }
+            }))
+        };
+        let mut options: Vec<BoxedStrategy<Vec<Fault>>> = Vec::new();
+        if k.crashes && !points.is_empty() {
+            options.push(single(
+                at_point(points.clone(), u32::MAX)
                     .prop_map(|(point, hit)| Fault::Crash { point, hit })
                     .boxed(),
-            );
+            ));
         }
         if k.kills {
-            options.push(
+            options.push(single(
                 (1..=max_effects)
                     .prop_map(|effects| Fault::KillAfterEffects { effects })
                     .boxed(),
-            );
+            ));
         }
         if k.random_kills {
-            options.push(
+            options.push(single(
                 (50u64..=3000)
                     .prop_map(|millis| Fault::KillAfterMillis { millis })
                     .boxed(),
-            );
+            ));
         }
         if k.sink_failures {
             let failure = prop_oneof![
@@ -174,28 +217,61 @@ impl ScheduleSpace {
                 Just(SinkFailure::Permanent),
                 (100u64..=2000).prop_map(|millis| SinkFailure::Hang { millis }),
             ];
+            // Real outages last: k consecutive writes, or t ms; both shrink toward short.
+            let length = prop_oneof![
+                (1u32..=4).prop_map(|writes| (writes, None)),
+                (20u64..=1500).prop_map(|ms| (1, Some(ms))),
+            ];
+            let outage = (1..=max_effects, failure, length).prop_map(
+                |(write, failure, (writes, millis))| Fault::SinkFailure {
+                    write,
+                    failure,
+                    writes,
+                    millis,
+                },
+            );
+            let then = if k.crashes && !points.is_empty() {
+                crash_after(ANCHOR_SINK_OUTAGE).boxed()
+            } else {
+                Just(None).boxed()
+            };
             options.push(
-                (1..=max_effects, failure)
-                    .prop_map(|(write, failure)| Fault::SinkFailure { write, failure })
+                (outage, then)
+                    .prop_map(|(o, c)| std::iter::once(o).chain(c).collect())
                     .boxed(),
             );
         }
         if k.rebalances {
-            options.push(
-                (1..=max_effects)
-                    .prop_map(|after_effects| Fault::Rebalance { after_effects })
-                    .boxed(),
-            );
+            if points.is_empty() {
+                options.push(single(
+                    (1..=max_effects)
+                        .prop_map(|after_effects| Fault::Rebalance { after_effects })
+                        .boxed(),
+                ));
+            } else {
+                let rebalance = at_point(points.clone(), u32::MAX)
+                    .prop_map(|(point, hit)| Fault::RebalanceAt { point, hit });
+                let then = if k.crashes {
+                    crash_after(ANCHOR_REVOKE).boxed()
+                } else {
+                    Just(None).boxed()
+                };
+                options.push(
+                    (rebalance, then)
+                        .prop_map(|(r, c)| std::iter::once(r).chain(c).collect())
+                        .boxed(),
+                );
+            }
         }
         if k.broker_restarts && self.brokers > 0 {
-            options.push(
+            options.push(single(
                 (0..self.brokers, 1..=max_effects)
                     .prop_map(|(broker, after_effects)| Fault::BrokerRestart {
                         broker,
                         after_effects,
                     })
                     .boxed(),
-            );
+            ));
         }
         if options.is_empty() {
             return None;
@@ -231,21 +307,47 @@ mod tests {
     proptest! {
         #[test]
         fn generated_schedules_are_valid_and_name_only_discovered_points(s in space().strategy()) {
-            let known: Vec<String> = space().points.into_iter().map(|(p, _)| p).collect();
+            let known = known();
             prop_assert!(s.validate(Some(&known)).is_ok());
-            prop_assert!((1..=3).contains(&s.faults.len()));
-            for f in &s.faults {
-                if let Fault::Crash { point, hit } = f {
-                    let max = space().points.iter().find(|(p, _)| p == point).map(|(_, m)| *m).unwrap();
-                    prop_assert!(*hit >= 1 && *hit <= max);
+            // 1..=3 groups of one fault or two related ones.
+            prop_assert!((1..=6).contains(&s.faults.len()));
+            for (i, f) in s.faults.iter().enumerate() {
+                match f {
+                    Fault::Crash { point, hit } | Fault::RebalanceAt { point, hit } => {
+                        let max = space().points.iter().find(|(p, _)| p == point).map(|(_, m)| *m).unwrap();
+                        prop_assert!(*hit >= 1 && *hit <= max);
+                    }
+                    // A relative crash directly follows the fault it is counted from.
+                    Fault::CrashAfter { after, hit, .. } => {
+                        prop_assert!(*hit >= 1 && *hit <= 4);
+                        let anchor = i.checked_sub(1).map(|j| &s.faults[j]);
+                        let ok = match (after.as_str(), anchor) {
+                            (ANCHOR_REVOKE, Some(Fault::RebalanceAt { .. })) => true,
+                            (ANCHOR_SINK_OUTAGE, Some(Fault::SinkFailure { .. })) => true,
+                            _ => false,
+                        };
+                        prop_assert!(ok, "{:?}", s.faults);
+                    }
+                    Fault::SinkFailure { writes, millis, .. } => {
+                        prop_assert!((1..=4).contains(writes));
+                        prop_assert!(millis.is_none_or(|m| (20..=1500).contains(&m)));
+                    }
+                    _ => {}
                 }
             }
         }
     }
 
+    /// Discovered points plus the anchors relative crashes count from.
+    fn known() -> Vec<String> {
+        let mut k: Vec<String> = space().points.into_iter().map(|(p, _)| p).collect();
+        k.extend([ANCHOR_REVOKE.to_string(), ANCHOR_SINK_OUTAGE.to_string()]);
+        k
+    }
+
     #[test]
     fn shrinking_keeps_every_schedule_valid_and_reaches_one_fault() {
-        let known: Vec<String> = space().points.into_iter().map(|(p, _)| p).collect();
+        let known = known();
         let mut runner = TestRunner::deterministic();
         for _ in 0..20 {
             let mut tree = space().strategy().new_tree(&mut runner).unwrap();
@@ -254,7 +356,22 @@ mod tests {
                 assert!(tree.current().validate(Some(&known)).is_ok());
             }
             let min = tree.current();
+            // One fault, its trigger and duration at their smallest.
             assert_eq!(min.faults.len(), 1, "{min:?}");
+            match &min.faults[0] {
+                Fault::Crash { hit, .. } | Fault::RebalanceAt { hit, .. } => assert_eq!(*hit, 1),
+                Fault::SinkFailure {
+                    write,
+                    writes,
+                    millis,
+                    ..
+                } => {
+                    assert_eq!((*write, *writes), (1, 1));
+                    assert!(millis.is_none_or(|m| m == 20), "{min:?}");
+                }
+                Fault::KillAfterEffects { effects } => assert_eq!(*effects, 1),
+                other => panic!("unexpected minimal fault {other:?}"),
+            }
             assert_eq!(
                 min.workload,
                 Workload {

@@ -11,8 +11,9 @@ use super::producer::TransactionalProducer;
 use super::recorder::Recorder;
 use super::spec::WorkerSpec;
 use super::Record;
+use crate::schedule::{SinkFailure, ANCHOR_SINK_OUTAGE};
 use crate::sink::{Sink, SinkError, SinkFactory, Stamp};
-use crate::trace::{EventKind, Exit, Incarnation, SinkFailure};
+use crate::trace::{EventKind, Exit, Incarnation};
 
 /// The error type worker functions return (anything boxed: `anyhow::Error` converts).
 pub type WorkerError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -166,6 +167,8 @@ impl SinkHandle {
                 write,
                 failure,
             });
+            // A relative crash may count from the outage's first failed write.
+            self.recorder.relative_hit(ANCHOR_SINK_OUTAGE);
             return Err(match failure {
                 SinkFailure::Transient => SinkError::Transient { write },
                 SinkFailure::Permanent => SinkError::Permanent { write },

@@ -10,8 +10,31 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
 
-use crate::schedule::Fault;
-use crate::trace::{monotonic_us, Event, EventKind, Incarnation, SinkFailure};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::schedule::{Fault, SinkFailure};
+use crate::trace::{monotonic_us, Event, EventKind, Incarnation};
+
+/// How long a worker waits at a `rebalance-at` point for the orchestrator's go.
+const REBALANCE_WAIT: Duration = Duration::from_secs(20);
+
+/// An outage as the schedule describes it.
+#[derive(Debug, Clone, Copy)]
+struct Outage {
+    from_write: u32,
+    writes: u32,
+    millis: Option<u64>,
+    failure: SinkFailure,
+}
+
+/// A relative crash: counts hits of `point` once `after` has been hit.
+#[derive(Debug, Clone)]
+struct RelativeCrash {
+    after: String,
+    point: String,
+    hit: u32,
+}
 use crate::{Error, Result};
 
 pub(crate) struct Recorder {
@@ -20,8 +43,15 @@ pub(crate) struct Recorder {
     inc: Incarnation,
     hits: Mutex<HashMap<String, u32>>,
     crashes: Vec<(String, u32)>,
-    sink_failures: Vec<(u32, SinkFailure)>,
-    stop_path: std::path::PathBuf,
+    relative: Vec<RelativeCrash>,
+    /// Per relative crash: hits of its point since its anchor was first hit (`None`: not yet).
+    relative_hits: Mutex<Vec<Option<u32>>>,
+    rebalances: Vec<(String, u32)>,
+    outages: Vec<Outage>,
+    /// When each outage's first failed write happened.
+    outage_started: Mutex<Vec<Option<Instant>>>,
+    stop_path: PathBuf,
+    go_path: PathBuf,
 }
 
 impl Recorder {
@@ -44,10 +74,38 @@ impl Recorder {
                 _ => None,
             })
             .collect();
-        let sink_failures = faults
+        let relative: Vec<RelativeCrash> = faults
             .iter()
             .filter_map(|f| match f {
-                Fault::SinkFailure { write, failure } => Some((*write, *failure)),
+                Fault::CrashAfter { after, point, hit } => Some(RelativeCrash {
+                    after: after.clone(),
+                    point: point.clone(),
+                    hit: *hit,
+                }),
+                _ => None,
+            })
+            .collect();
+        let rebalances = faults
+            .iter()
+            .filter_map(|f| match f {
+                Fault::RebalanceAt { point, hit } => Some((point.clone(), *hit)),
+                _ => None,
+            })
+            .collect();
+        let outages: Vec<Outage> = faults
+            .iter()
+            .filter_map(|f| match f {
+                Fault::SinkFailure {
+                    write,
+                    failure,
+                    writes,
+                    millis,
+                } => Some(Outage {
+                    from_write: *write,
+                    writes: *writes,
+                    millis: *millis,
+                    failure: *failure,
+                }),
                 _ => None,
             })
             .collect();
@@ -57,8 +115,13 @@ impl Recorder {
             inc,
             hits: Mutex::new(HashMap::new()),
             crashes,
-            sink_failures,
+            relative_hits: Mutex::new(vec![None; relative.len()]),
+            relative,
+            rebalances,
+            outage_started: Mutex::new(vec![None; outages.len()]),
+            outages,
             stop_path: stop_path.to_path_buf(),
+            go_path: go_path_of(stop_path),
         })
     }
 
@@ -109,26 +172,107 @@ impl Recorder {
             hit,
         });
         if self.crashes.iter().any(|(p, h)| p == point && *h == hit) {
-            self.record(EventKind::Crashed {
-                point: point.to_string(),
-                hit,
+            self.crash(point, hit);
+        }
+        self.relative_hit(point);
+        if self.rebalances.iter().any(|(p, h)| p == point && *h == hit) {
+            self.wait_for_rebalance(point, hit);
+        }
+    }
+
+    fn crash(&self, point: &str, hit: u32) -> ! {
+        self.record(EventKind::Crashed {
+            point: point.to_string(),
+            hit,
+        });
+        die()
+    }
+
+    /// Count `point` for relative crashes: an anchor starts its count, a counted point may fire.
+    /// The anchor's own hit is not counted (`the 1st hit of X after the revoke` comes later).
+    pub(crate) fn relative_hit(&self, point: &str) {
+        let mut fire = None;
+        {
+            let mut counts = self.relative_hits.lock().unwrap_or_else(|p| p.into_inner());
+            for (r, count) in self.relative.iter().zip(counts.iter_mut()) {
+                match count {
+                    None if r.after == point => *count = Some(0),
+                    Some(n) if r.point == point => {
+                        *n += 1;
+                        if *n == r.hit {
+                            fire = Some(r.clone());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(r) = fire {
+            self.record(EventKind::CrashedAfter {
+                after: r.after,
+                point: r.point,
+                hit: r.hit,
             });
             die();
         }
     }
 
-    /// The failure the schedule assigns to the `write`-th sink write, if any.
+    /// Block at a `rebalance-at` point until the orchestrator has a second member in the
+    /// group and the group is rebalancing (it creates the go file), then go on: the next poll
+    /// is revoked. Bounded: a worker never waits forever for an orchestrator that gave up.
+    fn wait_for_rebalance(&self, point: &str, hit: u32) {
+        self.record(EventKind::RebalanceRequested {
+            point: point.to_string(),
+            hit,
+        });
+        let started = Instant::now();
+        while !self.go_path.exists() && !self.stop_requested() {
+            if started.elapsed() > REBALANCE_WAIT {
+                eprintln!("kafka-harness worker: no rebalance within {REBALANCE_WAIT:?}; going on");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = std::fs::remove_file(&self.go_path);
+    }
+
+    /// Whether sink write `write` (1-based, this incarnation) fails, and how: it does while
+    /// an outage the schedule describes lasts (k writes from its first, or t ms from it).
     pub(crate) fn sink_failure(&self, write: u32) -> Option<SinkFailure> {
-        self.sink_failures
-            .iter()
-            .find(|(w, _)| *w == write)
-            .map(|(_, f)| *f)
+        let mut started = self
+            .outage_started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (o, began) in self.outages.iter().zip(started.iter_mut()) {
+            if write < o.from_write {
+                continue;
+            }
+            let failing = match (o.millis, *began) {
+                (_, None) => write == o.from_write,
+                (Some(ms), Some(at)) => at.elapsed() < Duration::from_millis(ms),
+                (None, Some(_)) => write < o.from_write.saturating_add(o.writes),
+            };
+            if failing {
+                if began.is_none() {
+                    *began = Some(Instant::now());
+                }
+                return Some(o.failure);
+            }
+        }
+        None
     }
 
     /// Whether the orchestrator asked this worker to stop.
     pub(crate) fn stop_requested(&self) -> bool {
         self.stop_path.exists()
     }
+}
+
+/// The file the orchestrator creates to release a worker waiting at a `rebalance-at` point.
+pub(crate) fn go_path_of(stop_path: &Path) -> PathBuf {
+    let mut name = stop_path.file_name().unwrap_or_default().to_os_string();
+    name.push(".go");
+    stop_path.with_file_name(name)
 }
 
 /// A real crash: SIGKILL to ourselves. No destructors, no `close()`, no final commit.

@@ -1,24 +1,18 @@
 //! The one-call API: claim a guarantee, hand over the consumer, get a summary or a report.
-//!
-//! ```text
-//!  discovery run (no faults) ─► crash points + hit counts ─► ScheduleSpace ─► proptest cases
-//!        │ a failure here is reported as is                       │ first failure
-//!        ▼                                                        ▼
-//!     Summary  ◄── every case held            shrink ("fails in ≥1 of k tries") ─► confirm ─► save ─► Report
-//! ```
+//! This file is the builder and the single-schedule calls (run, replay); [`search`] is
+//! generation, shrinking and confirmation.
+
+mod search;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use proptest::strategy::{Strategy, ValueTree};
-use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner};
-
-use crate::check::{check, Guarantee, Verdict, ViolationKind};
+use crate::check::{check, Guarantee, Verdict};
 use crate::cluster::Cluster;
 use crate::report::Report;
 use crate::run::{CaseRunner, Timing};
-use crate::schedule::{FaultKinds, Schedule, ScheduleSpace, Workload};
+use crate::schedule::{FaultKinds, Schedule, Workload};
 use crate::sink::{LedgerSink, OutputTopicSink, SinkFactory, UpsertSink};
 use crate::trace::{EventKind, Trace};
 use crate::worker::spec::WorkerSpec;
@@ -147,7 +141,7 @@ impl Harness {
             kinds: FaultKinds::default(),
             cases: None,
             tries: 2,
-            confirm_runs: 3,
+            confirm_runs: env_u32("KAFKA_HARNESS_CONFIRM_RUNS").unwrap_or(3),
             timing: Timing::default(),
             failure_dir: None,
         }
@@ -318,263 +312,6 @@ impl Harness {
         ))
     }
 
-    /// Generate schedules, run them, and on failure shrink, confirm and save. Passing returns
-    /// [`Outcome::Passed`]; a broken guarantee returns [`Outcome::Failed`]; `Err` is a harness
-    /// or environment problem (no cluster, malformed trace), never a verdict.
-    pub fn check<F>(&self, worker: F) -> Result<Outcome>
-    where
-        F: Fn(&mut WorkerCtx) -> std::result::Result<(), WorkerError>,
-    {
-        if self.serve_if_worker(&worker)? {
-            return Ok(Outcome::Passed(Summary::default()));
-        }
-        let started = Instant::now();
-        let cluster = self.cluster_for_run()?;
-        let runner = self.runner(cluster.clone());
-        let name = runner.name.clone();
-        let mut case_no = 0u64;
-        let mut next_case = || {
-            case_no += 1;
-            case_no
-        };
-
-        // Discovery: the fault-free run names the crash points that exist and how often they hit.
-        let discovery = Schedule::new(self.workload);
-        let (first, dir) = self.run_once(&runner, &discovery, next_case())?;
-        let points: Vec<(String, u32)> = first.trace.crash_point_hits().into_iter().collect();
-        // A latent failure (committed too far: a loss waiting for a crash) is kept while
-        // generation looks for a realized one, which is what the report should show.
-        let mut latent: Option<Latent> = None;
-        if !first.verdict.holds() {
-            let kind = first.verdict.primary_kind();
-            if !is_latent(kind) {
-                return self.fail(
-                    &runner,
-                    discovery,
-                    first,
-                    dir,
-                    kind,
-                    "discovery".into(),
-                    0,
-                    0,
-                    &mut next_case,
-                );
-            }
-            latent = Some(Latent::Discovery(discovery, first, dir));
-        }
-
-        let space = ScheduleSpace {
-            points: points.clone(),
-            max: self.workload,
-            faults: self.faults.clone(),
-            kinds: self.kinds,
-            brokers: if cluster.backend() == crate::BackendKind::External {
-                0
-            } else {
-                cluster.broker_count()
-            },
-        };
-        let config = ProptestConfig {
-            cases: self
-                .cases
-                .or_else(|| env_u32("PROPTEST_CASES"))
-                .unwrap_or(16),
-            ..ProptestConfig::default()
-        };
-        let seed = seed();
-        let mut rng_runner = TestRunner::new_with_rng(
-            config.clone(),
-            TestRng::from_seed(RngAlgorithm::ChaCha, &seed),
-        );
-        let strategy = space.strategy();
-        let mut summary = Summary {
-            name: name.clone(),
-            discovered_points: points,
-            backend: Some(cluster.backend()),
-            ..Summary::default()
-        };
-        for case in 0..config.cases {
-            let tree = strategy
-                .new_tree(&mut rng_runner)
-                .map_err(|e| Error::Config(format!("schedule generation: {e}")))?;
-            let schedule = tree.current();
-            let (result, dir) = self.run_once(&runner, &schedule, next_case())?;
-            summary.cases += 1;
-            tally(&mut summary, &result.trace);
-            if result.verdict.holds() {
-                continue;
-            }
-            let kind = result.verdict.primary_kind();
-            if is_latent(kind) {
-                if !matches!(latent, Some(Latent::Case(..))) {
-                    latent = Some(Latent::Case(Box::new(tree), result, dir, case + 1));
-                }
-                continue;
-            }
-            return self.shrink(
-                &runner,
-                Box::new(tree),
-                result,
-                dir,
-                kind,
-                hex(&seed),
-                case + 1,
-                &mut next_case,
-            );
-        }
-        match latent {
-            Some(Latent::Case(tree, result, dir, case)) => {
-                let kind = result.verdict.primary_kind();
-                return self.shrink(
-                    &runner,
-                    tree,
-                    result,
-                    dir,
-                    kind,
-                    hex(&seed),
-                    case,
-                    &mut next_case,
-                );
-            }
-            Some(Latent::Discovery(schedule, result, dir)) => {
-                let kind = result.verdict.primary_kind();
-                return self.fail(
-                    &runner,
-                    schedule,
-                    result,
-                    dir,
-                    kind,
-                    hex(&seed),
-                    0,
-                    summary.cases,
-                    &mut next_case,
-                );
-            }
-            None => {}
-        }
-        summary.elapsed = started.elapsed();
-        Ok(Outcome::Passed(summary))
-    }
-
-    /// Whether `schedule` fails with `kind` in at least one of `tries` runs; the failing run.
-    fn fails_with(
-        &self,
-        runner: &CaseRunner,
-        schedule: &Schedule,
-        kind: Option<ViolationKind>,
-        tries: u32,
-        next_case: &mut dyn FnMut() -> u64,
-    ) -> Result<Option<(CaseResult, tempfile::TempDir)>> {
-        for _ in 0..tries {
-            let (result, dir) = self.run_once(runner, schedule, next_case())?;
-            if !result.verdict.holds()
-                && (kind.is_none()
-                    || result
-                        .verdict
-                        .kinds()
-                        .contains(&kind.unwrap_or(ViolationKind::Stuck)))
-            {
-                return Ok(Some((result, dir)));
-            }
-        }
-        Ok(None)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn shrink(
-        &self,
-        runner: &CaseRunner,
-        mut tree: Box<dyn ValueTree<Value = Schedule>>,
-        mut result: CaseResult,
-        mut dir: tempfile::TempDir,
-        kind: Option<ViolationKind>,
-        seed: String,
-        cases: u32,
-        next_case: &mut dyn FnMut() -> u64,
-    ) -> Result<Outcome> {
-        let config = ProptestConfig::default();
-        let max_iters = env_u32("PROPTEST_MAX_SHRINK_ITERS").unwrap_or(48);
-        let max_time = match config.max_shrink_time {
-            0 => {
-                Duration::from_secs(env_u32("KAFKA_HARNESS_MAX_SHRINK_SECS").unwrap_or(600) as u64)
-            }
-            ms => Duration::from_millis(ms as u64),
-        };
-        let tries = env_u32("KAFKA_HARNESS_SHRINK_TRIES")
-            .unwrap_or(self.tries)
-            .max(1);
-        let started = Instant::now();
-        let mut schedule = tree.current();
-        let mut steps = 0;
-        let mut iters = 0;
-        // proptest's shrink loop: simplify while the candidate still fails, complicate when it passes.
-        let mut simplify = true;
-        while iters < max_iters && started.elapsed() < max_time {
-            let moved = if simplify {
-                tree.simplify()
-            } else {
-                tree.complicate()
-            };
-            if !moved {
-                break;
-            }
-            iters += 1;
-            let candidate = tree.current();
-            match self.fails_with(runner, &candidate, kind, tries, next_case)? {
-                Some((r, d)) => {
-                    schedule = candidate;
-                    result = r;
-                    dir = d;
-                    steps += 1;
-                    simplify = true;
-                }
-                None => simplify = false,
-            }
-        }
-        self.fail(
-            runner, schedule, result, dir, kind, seed, steps, cases, next_case,
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn fail(
-        &self,
-        runner: &CaseRunner,
-        schedule: Schedule,
-        result: CaseResult,
-        dir: tempfile::TempDir,
-        kind: Option<ViolationKind>,
-        seed: String,
-        shrink_steps: u32,
-        cases: u32,
-        next_case: &mut dyn FnMut() -> u64,
-    ) -> Result<Outcome> {
-        let mut reproduced = 0;
-        for _ in 0..self.confirm_runs {
-            if self
-                .fails_with(runner, &schedule, kind, 1, next_case)?
-                .is_some()
-            {
-                reproduced += 1;
-            }
-        }
-        let saved = self.save(&runner.name, &schedule)?;
-        let case_dir = Some(dir.keep());
-        Ok(Outcome::Failed(Box::new(Report {
-            name: runner.name.clone(),
-            schedule,
-            seed,
-            verdict: result.verdict,
-            trace: result.trace,
-            reproduced,
-            confirm_runs: self.confirm_runs,
-            shrink_steps,
-            cases_before_failure: cases,
-            saved: Some(saved),
-            case_dir,
-        })))
-    }
-
     fn failure_path(&self, name: &str) -> PathBuf {
         let dir = self
             .failure_dir
@@ -601,6 +338,10 @@ impl Harness {
     }
 
     /// Re-run exactly the schedule saved at `path` (no generation, no shrinking) and judge it.
+    ///
+    /// A replay in which any of the schedule's faults never fires is an error
+    /// ([`Error::ReplayVacuous`]) naming the fault and the crash points that do exist: a
+    /// regression test that injects nothing would pass for the wrong reason.
     pub fn replay<F>(&self, path: impl AsRef<Path>, worker: F) -> Result<CaseResult>
     where
         F: Fn(&mut WorkerCtx) -> std::result::Result<(), WorkerError>,
@@ -611,7 +352,33 @@ impl Harness {
             ));
         }
         let schedule = Schedule::load(path.as_ref(), None)?;
-        self.run_schedule(&schedule, worker)
+        let result = self.run_schedule(&schedule, worker)?;
+        let skipped: Vec<String> = result
+            .trace
+            .events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::FaultSkipped { fault } => Some(format!("fault `{fault}`")),
+                _ => None,
+            })
+            .collect();
+        if !skipped.is_empty() {
+            let mut points: Vec<String> = result
+                .trace
+                .crash_point_hits()
+                .into_iter()
+                .map(|(p, n)| format!("`{p}` ({n})"))
+                .collect();
+            if points.is_empty() {
+                points.push("none".into());
+            }
+            return Err(Error::ReplayVacuous {
+                path: path.as_ref().to_path_buf(),
+                faults: skipped,
+                points,
+            });
+        }
+        Ok(result)
     }
 
     /// [`Harness::check`], panicking with the full report on failure or error (for `#[test]`s).
@@ -659,72 +426,4 @@ impl Harness {
             ),
         }
     }
-}
-
-/// A failure that only shows a loss waiting to happen.
-fn is_latent(kind: Option<ViolationKind>) -> bool {
-    kind == Some(ViolationKind::CommittedTooFar)
-}
-
-enum Latent {
-    /// The fault-free discovery run already committed too far.
-    Discovery(Schedule, CaseResult, tempfile::TempDir),
-    /// A generated case did.
-    Case(
-        Box<dyn ValueTree<Value = Schedule>>,
-        CaseResult,
-        tempfile::TempDir,
-        u32,
-    ),
-}
-
-fn tally(summary: &mut Summary, trace: &Trace) {
-    for e in &trace.events {
-        match &e.kind {
-            EventKind::Crashed { point, .. } => {
-                summary.crashes += 1;
-                summary.faults_injected += 1;
-                *summary.crash_points_hit.entry(point.clone()).or_insert(0) += 1;
-            }
-            EventKind::Killed { reason }
-                if !matches!(reason, crate::trace::KillReason::StopTimeout) =>
-            {
-                summary.crashes += 1;
-                summary.faults_injected += 1;
-                *summary.crash_points_hit.entry("kill".into()).or_insert(0) += 1;
-            }
-            EventKind::SinkFailed { .. } | EventKind::BrokerFault { .. } => {
-                summary.faults_injected += 1
-            }
-            EventKind::Started { primary: false, .. } => summary.faults_injected += 1,
-            _ => {}
-        }
-    }
-}
-
-/// The generator seed: `KAFKA_HARNESS_SEED` (64 hex digits) or fresh.
-fn seed() -> [u8; 32] {
-    if let Some(s) = std::env::var("KAFKA_HARNESS_SEED")
-        .ok()
-        .filter(|s| s.len() == 64)
-    {
-        let mut out = [0u8; 32];
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap_or(0);
-        }
-        return out;
-    }
-    let mut out = [0u8; 32];
-    let mut x = crate::trace::monotonic_us() ^ ((std::process::id() as u64) << 32);
-    for b in out.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-    out
-}
-
-fn hex(seed: &[u8; 32]) -> String {
-    seed.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -3,8 +3,14 @@
 //!
 //! ```text
 //!  create topic ─► produce I ─► incarnation 1 (faults…) ─► committed? ─► incarnation 2 … ─► drain ─► read sink back
-//!                               │ ends when: it dies (crash point / kill), or lag = 0 (stop), or deadline
+//!                               │ ends when: it dies (crash point / kill), or lag = 0, or it sits
+//!                               │ idle with lag left (stopped: a graceful close may commit), or deadline
 //! ```
+//!
+//! This file sets a case up and collects its trace; [`incarnation`] controls the worker
+//! processes (faults, the rebalance handshake, commit observation, stop, drain).
+
+mod incarnation;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -13,17 +19,15 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::ClientContext;
 
 use crate::cluster::Cluster;
-use crate::schedule::{Fault, Schedule};
+use crate::schedule::Schedule;
 use crate::sink::{ReadBackContext, SinkFactory};
 use crate::trace::{
-    monotonic_us, CaseInfo, Event, EventKind, Exit, Incarnation, KillReason, MessageRef,
-    SinkSemantics, Trace,
+    monotonic_us, CaseInfo, Event, EventKind, Incarnation, MessageRef, Phase, SinkSemantics, Trace,
 };
-use crate::worker::spec::WorkerSpec;
-use crate::worker::{Launch, Record, WorkerProcess};
+use crate::worker::{Launch, Record};
 use crate::{Error, Result};
 
 /// Time limits of a case.
@@ -35,6 +39,13 @@ pub struct Timing {
     pub drain: Duration,
     /// A worker asked to stop gets this long before SIGKILL.
     pub stop_grace: Duration,
+    /// A worker that changed nothing for this long (no event, no commit) while lag remains is
+    /// asked to stop: it waits for input that will not come (e.g. it commits every n records
+    /// and the last batch is short). Env: `KAFKA_HARNESS_IDLE_MS`.
+    pub idle: Duration,
+    /// How often committed offsets are read from the broker during an incarnation (each
+    /// change is recorded with its time bracket). Env: `KAFKA_HARNESS_OBSERVE_MS`.
+    pub observe: Duration,
 }
 
 impl Default for Timing {
@@ -51,6 +62,8 @@ impl Default for Timing {
             incarnation: ms("KAFKA_HARNESS_INCARNATION_TIMEOUT_MS", 30_000),
             drain: ms("KAFKA_HARNESS_DRAIN_TIMEOUT_MS", 45_000),
             stop_grace: Duration::from_secs(15),
+            idle: ms("KAFKA_HARNESS_IDLE_MS", 2_500),
+            observe: ms("KAFKA_HARNESS_OBSERVE_MS", 100),
         }
     }
 }
@@ -105,6 +118,10 @@ struct Case<'a> {
     ends: Vec<i64>,
     probe: BaseConsumer,
     next_inc: Incarnation,
+    phases: Vec<Phase>,
+    /// The committed offsets of the last broker read, per partition, and when it was made.
+    seen: Vec<Option<i64>>,
+    seen_at_us: u64,
 }
 
 struct Deliveries {
@@ -151,12 +168,15 @@ impl CaseRunner {
         let output = format!("{base}.out");
         let w = schedule.workload;
         let needs_output = self.sink.semantics() == SinkSemantics::OutputTopic;
+        let t = Instant::now();
         self.cluster.create_topic(&topic, w.partitions)?;
         if needs_output {
             self.cluster.create_topic(&output, w.partitions)?;
         }
+        let create = phase("create-topics", t);
         let result = self.run_in(schedule, dir.path(), &topic, &group, &output);
         // Leave nothing behind on the cluster, whatever happened.
+        let t = Instant::now();
         let mut topics = vec![topic.as_str()];
         if needs_output {
             topics.push(&output);
@@ -165,7 +185,9 @@ impl CaseRunner {
         let _ = self
             .cluster
             .delete_groups(&[group.as_str(), &format!("{output}.reader")]);
-        let trace = result?;
+        let mut trace = result?;
+        trace.phases.insert(0, create);
+        trace.phases.push(phase("delete-topics", t));
         Ok(CaseOutcome {
             trace,
             dir,
@@ -199,8 +221,13 @@ impl CaseRunner {
             ends: Vec::new(),
             probe,
             next_inc: 1,
+            phases: Vec::new(),
+            seen: vec![None; schedule.workload.partitions.max(0) as usize],
+            seen_at_us: 0,
         };
+        let t = Instant::now();
         case.produce()?;
+        case.phases.push(phase("produce", t));
         for faults in schedule.incarnations() {
             if case.lag()?.iter().all(|(_, l)| *l == 0) {
                 for fault in faults {
@@ -208,9 +235,15 @@ impl CaseRunner {
                 }
                 continue;
             }
+            let t = Instant::now();
+            let inc = case.next_inc;
             case.incarnation(&faults)?;
+            case.phases.push(phase(&format!("incarnation {inc}"), t));
         }
+        let t = Instant::now();
         case.drain()?;
+        case.phases.push(phase("drain", t));
+        let t = Instant::now();
         let mut trace = Trace::new(CaseInfo {
             topic: topic.to_string(),
             group: group.to_string(),
@@ -235,7 +268,16 @@ impl CaseRunner {
         trace.state = back.state;
         trace.output = back.output;
         trace.sort();
+        case.phases.push(phase("read-back", t));
+        trace.phases = std::mem::take(&mut case.phases);
         Ok(trace)
+    }
+}
+
+fn phase(name: &str, since: Instant) -> Phase {
+    Phase {
+        name: name.to_string(),
+        ms: since.elapsed().as_millis() as u64,
     }
 }
 
@@ -267,27 +309,7 @@ fn read_worker_traces(dir: &Path, incs: Incarnation) -> Result<Vec<Event>> {
     Ok(out)
 }
 
-struct Running {
-    inc: Incarnation,
-    process: WorkerProcess,
-    stop_path: PathBuf,
-    trace_path: PathBuf,
-}
-
 impl Case<'_> {
-    fn now(&self) -> u64 {
-        monotonic_us().saturating_sub(self.epoch_us)
-    }
-
-    fn record(&mut self, inc: Incarnation, kind: EventKind) {
-        let at_us = self.now();
-        self.events.push(Event { at_us, inc, kind });
-    }
-
-    fn orchestrator(&mut self, kind: EventKind) {
-        self.record(0, kind);
-    }
-
     fn produce(&mut self) -> Result<()> {
         let w = self.schedule.workload;
         let mut config = self.runner.cluster.client_config();
@@ -364,290 +386,6 @@ impl Case<'_> {
                     .map_err(|e| Error::kafka("reading high watermarks", e))
             })
             .collect::<Result<_>>()?;
-        Ok(())
-    }
-
-    /// Committed offsets from the broker; a timed-out fetch (a coordinator moving, a broker
-    /// restarting) is retried before it becomes an error.
-    fn committed(&self) -> Result<Vec<(i32, Option<i64>)>> {
-        let mut last = None;
-        for _ in 0..3 {
-            match self.committed_once() {
-                Ok(c) => return Ok(c),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::Worker("no committed offsets".into())))
-    }
-
-    fn committed_once(&self) -> Result<Vec<(i32, Option<i64>)>> {
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..self.schedule.workload.partitions {
-            tpl.add_partition(&self.topic, p);
-        }
-        let got = self
-            .probe
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .map_err(|e| Error::kafka("reading committed offsets", e))?;
-        Ok(got
-            .elements()
-            .iter()
-            .map(|e| {
-                (
-                    e.partition(),
-                    if let Offset::Offset(o) = e.offset() {
-                        Some(o)
-                    } else {
-                        None
-                    },
-                )
-            })
-            .collect())
-    }
-
-    /// Per partition: high watermark − committed offset (everything, if nothing is committed).
-    fn lag(&self) -> Result<Vec<(i32, i64)>> {
-        Ok(self
-            .committed()?
-            .into_iter()
-            .map(|(p, c)| {
-                let end = self.ends.get(p as usize).copied().unwrap_or(0);
-                (p, (end - c.unwrap_or(0)).max(0))
-            })
-            .collect())
-    }
-
-    fn spawn(&mut self, primary: bool, faults: &[Fault]) -> Result<Running> {
-        let inc = self.next_inc;
-        self.next_inc += 1;
-        let trace_path = self.dir.join(format!("trace-{inc}.jsonl"));
-        let stop_path = self.dir.join(format!("stop-{inc}"));
-        let spec = WorkerSpec {
-            name: self.runner.name.clone(),
-            inc,
-            primary,
-            bootstrap: self.runner.cluster.bootstrap_servers(),
-            backend: self.runner.cluster.backend(),
-            brokers: self.runner.cluster.broker_count(),
-            prefix: self.runner.cluster.prefix().to_string(),
-            topic: self.topic.clone(),
-            output_topic: format!("{}.out", self.topic),
-            group: self.group.clone(),
-            transactional_id: format!("{}.txn", self.topic),
-            partitions: self.schedule.workload.partitions,
-            faults: faults.to_vec(),
-            epoch_us: self.epoch_us,
-            case_dir: self.dir.clone(),
-            trace_path: trace_path.clone(),
-            stop_path: stop_path.clone(),
-        };
-        self.record(
-            inc,
-            EventKind::Started {
-                primary,
-                faults: faults.to_vec(),
-            },
-        );
-        let process = WorkerProcess::spawn(&spec, &self.runner.launch)?;
-        Ok(Running {
-            inc,
-            process,
-            stop_path,
-            trace_path,
-        })
-    }
-
-    /// Record how a worker ended, unless it recorded that itself (returned, failed, panicked).
-    fn ended(&mut self, w: &Running, exit: Exit) {
-        let recorded = std::fs::read_to_string(&w.trace_path)
-            .map(|t| t.contains("\"event\":\"exited\""))
-            .unwrap_or(false);
-        if !recorded {
-            self.record(w.inc, EventKind::Exited { exit });
-        }
-    }
-
-    /// Ask a worker to stop; SIGKILL it after the grace period.
-    fn stop(&mut self, mut w: Running) -> Result<()> {
-        std::fs::write(&w.stop_path, b"stop")
-            .map_err(|e| Error::io("writing the stop file", &w.stop_path, e))?;
-        let deadline = Instant::now() + self.runner.timing.stop_grace;
-        loop {
-            if let Some(exit) = w.process.try_exit()? {
-                self.ended(&w, exit);
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                self.record(
-                    w.inc,
-                    EventKind::Killed {
-                        reason: KillReason::StopTimeout,
-                    },
-                );
-                let exit = w.process.kill()?;
-                self.ended(&w, exit);
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Effects the worker applied so far: sink writes, or, for a consumer whose effects are
-    /// transactional output (invisible until committed), records it polled.
-    fn effects(&self, w: &Running) -> u32 {
-        let marker = match self.runner.sink.semantics() {
-            SinkSemantics::OutputTopic => "\"point\":\"after-poll\"",
-            _ => "\"point\":\"after-sink-write\"",
-        };
-        std::fs::read_to_string(&w.trace_path)
-            .map(|t| t.matches(marker).count() as u32)
-            .unwrap_or(0)
-    }
-
-    fn crashed(w: &Running) -> bool {
-        std::fs::read_to_string(&w.trace_path)
-            .map(|t| t.contains("\"event\":\"crashed\""))
-            .unwrap_or(false)
-    }
-
-    fn incarnation(&mut self, faults: &[Fault]) -> Result<()> {
-        let mut primary = self.spawn(true, faults)?;
-        let mut peer: Option<Running> = None;
-        let mut fired = vec![false; faults.len()];
-        let deadline = Instant::now() + self.runner.timing.incarnation;
-        let mut last_lag = Instant::now();
-        let mut primary_done = false;
-        loop {
-            if let Some(exit) = primary.process.try_exit()? {
-                for (i, f) in faults.iter().enumerate() {
-                    if matches!(f, Fault::Crash { .. }) && Self::crashed(&primary) {
-                        fired[i] = true;
-                    }
-                }
-                self.ended(&primary, exit);
-                primary_done = true;
-                break;
-            }
-            let effects = self.effects(&primary);
-            let elapsed = primary.process.started.elapsed();
-            let mut kill = None;
-            for (i, f) in faults.iter().enumerate() {
-                if fired[i] {
-                    continue;
-                }
-                match f {
-                    Fault::KillAfterEffects { effects: n } if effects >= *n => {
-                        kill = Some(KillReason::AfterEffects {
-                            effects: *n,
-                            observed: effects,
-                        });
-                        fired[i] = true;
-                    }
-                    Fault::KillAfterMillis { millis }
-                        if elapsed >= Duration::from_millis(*millis) =>
-                    {
-                        kill = Some(KillReason::AfterMillis { millis: *millis });
-                        fired[i] = true;
-                    }
-                    Fault::Rebalance { after_effects } if effects >= *after_effects => {
-                        fired[i] = true;
-                        peer = Some(self.spawn(false, &[])?);
-                    }
-                    Fault::BrokerRestart {
-                        broker,
-                        after_effects,
-                    } if effects >= *after_effects => {
-                        fired[i] = true;
-                        self.broker_restart(*broker)?;
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(reason) = kill {
-                let exit = primary.process.kill()?;
-                self.record(primary.inc, EventKind::Killed { reason });
-                self.ended(&primary, exit);
-                primary_done = true;
-                break;
-            }
-            if last_lag.elapsed() > Duration::from_millis(150) {
-                last_lag = Instant::now();
-                if self.lag()?.iter().all(|(_, l)| *l == 0) {
-                    break;
-                }
-            }
-            if Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if !primary_done {
-            self.stop(primary)?;
-        }
-        if let Some(p) = peer {
-            self.stop(p)?;
-        }
-        for (i, f) in faults.iter().enumerate() {
-            if !fired[i] && !matches!(f, Fault::SinkFailure { .. }) {
-                self.orchestrator(EventKind::FaultSkipped { fault: f.clone() });
-            }
-        }
-        let offsets = self.committed()?;
-        self.orchestrator(EventKind::BrokerCommitted { offsets });
-        Ok(())
-    }
-
-    fn broker_restart(&mut self, broker: usize) -> Result<()> {
-        self.orchestrator(EventKind::BrokerFault {
-            broker,
-            action: "kill".into(),
-        });
-        self.runner.cluster.kill_broker(broker)?;
-        self.runner.cluster.restart_broker(broker)?;
-        self.orchestrator(EventKind::BrokerFault {
-            broker,
-            action: "restart".into(),
-        });
-        Ok(())
-    }
-
-    /// Fault-free incarnations until lag is 0 or the drain timeout. A worker that exits on its
-    /// own is started again, as a supervisor would, at most 3 times.
-    fn drain(&mut self) -> Result<()> {
-        let started = Instant::now();
-        let mut restarts = 0;
-        let mut lag = self.lag()?;
-        while !lag.iter().all(|(_, l)| *l == 0) {
-            if started.elapsed() > self.runner.timing.drain || restarts > 3 {
-                self.orchestrator(EventKind::Stuck {
-                    lag,
-                    waited_ms: started.elapsed().as_millis() as u64,
-                });
-                return Ok(());
-            }
-            let mut w = self.spawn(true, &[])?;
-            restarts += 1;
-            let mut exited = false;
-            while started.elapsed() <= self.runner.timing.drain {
-                if let Some(exit) = w.process.try_exit()? {
-                    self.ended(&w, exit);
-                    exited = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(150));
-                lag = self.lag()?;
-                if lag.iter().all(|(_, l)| *l == 0) {
-                    break;
-                }
-            }
-            if !exited {
-                self.stop(w)?;
-            }
-            let offsets = self.committed()?;
-            self.orchestrator(EventKind::BrokerCommitted { offsets });
-            lag = self.lag()?;
-        }
-        self.orchestrator(EventKind::Drained);
         Ok(())
     }
 }

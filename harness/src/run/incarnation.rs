@@ -1,0 +1,508 @@
+//! Incarnation control: start worker processes, fire the orchestrator's faults, release a
+//! worker waiting at a `rebalance-at` point once the group rebalances, watch the group's
+//! committed offsets on the broker while workers run, stop idle workers, and drain.
+//!
+//! ```text
+//!  spawn ─► loop every ~10 ms: exited? ─ kill/rebalance/broker faults ─ rebalance handshake
+//!                              └─ every `observe`: read committed offsets; record changes with
+//!                                 their time bracket; lag 0 → end; idle with lag → stop
+//! ```
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::Case;
+use crate::schedule::Fault;
+use crate::trace::{Event, EventKind, Exit, Incarnation, KillReason, PartitionOffset};
+use crate::worker::spec::WorkerSpec;
+use crate::worker::WorkerProcess;
+use crate::{Error, Result};
+
+/// Committed-offset reads retry the coordinator's retriable errors for this long: a fresh
+/// cluster loads its offsets topic lazily, a restarted broker moves coordinators.
+const COMMITTED_READ_BOUND: Duration = Duration::from_secs(30);
+/// Extra wait after the group is seen rebalancing, so the waiting worker's heartbeat (every
+/// `heartbeat.interval.ms`, 200 ms by the harness's defaults) has learnt of it before it polls.
+const HEARTBEAT_MARGIN: Duration = Duration::from_millis(450);
+/// How long the orchestrator waits for the group to start rebalancing after the second member
+/// was started.
+const REBALANCE_BOUND: Duration = Duration::from_secs(15);
+
+pub(super) struct Running {
+    inc: Incarnation,
+    process: WorkerProcess,
+    stop_path: PathBuf,
+    trace_path: PathBuf,
+}
+
+/// What a worker's own trace file says so far.
+#[derive(Default)]
+struct Progress {
+    /// Bytes written (any change means the worker did something).
+    len: usize,
+    /// Effects applied: sink writes, or polled records for transactional output.
+    effects: u32,
+    /// `rebalance-at` points reached.
+    rebalance_requests: usize,
+}
+
+impl Running {
+    fn progress(&self, output_topic: bool) -> Progress {
+        let Ok(text) = std::fs::read_to_string(&self.trace_path) else {
+            return Progress::default();
+        };
+        let marker = if output_topic {
+            "\"point\":\"after-poll\""
+        } else {
+            "\"point\":\"after-sink-write\""
+        };
+        Progress {
+            len: text.len(),
+            effects: text.matches(marker).count() as u32,
+            rebalance_requests: text.matches("\"event\":\"rebalance-requested\"").count(),
+        }
+    }
+
+    /// Every complete event the worker wrote (a line cut by SIGKILL is skipped).
+    fn events(&self) -> Vec<Event> {
+        std::fs::read_to_string(&self.trace_path)
+            .map(|t| {
+                t.lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Whether the worker-side fault `f` fired, judged from the worker's own events.
+fn fired_in_worker(f: &Fault, events: &[Event]) -> Option<bool> {
+    let any = |pred: &dyn Fn(&EventKind) -> bool| events.iter().any(|e| pred(&e.kind));
+    Some(match f {
+        Fault::Crash { point, hit } => {
+            any(&|k| matches!(k, EventKind::Crashed { point: p, hit: h } if p == point && h == hit))
+        }
+        Fault::CrashAfter { after, point, hit } => any(&|k| {
+            matches!(k, EventKind::CrashedAfter { after: a, point: p, hit: h }
+                if a == after && p == point && h == hit)
+        }),
+        Fault::SinkFailure { write, .. } => {
+            any(&|k| matches!(k, EventKind::SinkFailed { write: w, .. } if w == write))
+        }
+        Fault::RebalanceAt { point, hit } => any(
+            &|k| matches!(k, EventKind::RebalanceRequested { point: p, hit: h } if p == point && h == hit),
+        ),
+        _ => return None,
+    })
+}
+
+fn retriable(e: &Error) -> bool {
+    let Error::Kafka { source, .. } = e else {
+        return false;
+    };
+    let code = match source {
+        KafkaError::MetadataFetch(c) | KafkaError::ConsumerCommit(c) | KafkaError::Global(c) => *c,
+        _ => return false,
+    };
+    matches!(
+        code,
+        RDKafkaErrorCode::NotCoordinator
+            | RDKafkaErrorCode::CoordinatorLoadInProgress
+            | RDKafkaErrorCode::CoordinatorNotAvailable
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::NetworkException
+    )
+}
+
+impl Case<'_> {
+    pub(super) fn now(&self) -> u64 {
+        crate::trace::monotonic_us().saturating_sub(self.epoch_us)
+    }
+
+    fn record(&mut self, inc: Incarnation, kind: EventKind) {
+        let at_us = self.now();
+        self.events.push(Event { at_us, inc, kind });
+    }
+
+    pub(super) fn orchestrator(&mut self, kind: EventKind) {
+        self.record(0, kind);
+    }
+
+    /// Committed offsets from the broker. The coordinator's retriable errors are retried
+    /// within [`COMMITTED_READ_BOUND`]; anything else is an error at once.
+    fn committed(&self) -> Result<Vec<(i32, Option<i64>)>> {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.committed_once() {
+                Ok(c) => return Ok(c),
+                Err(e) if retriable(&e) && started.elapsed() < COMMITTED_READ_BOUND => {
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn committed_once(&self) -> Result<Vec<(i32, Option<i64>)>> {
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..self.schedule.workload.partitions {
+            tpl.add_partition(&self.topic, p);
+        }
+        let got = self
+            .probe
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .map_err(|e| Error::kafka("reading committed offsets", e))?;
+        let mut out = Vec::new();
+        for e in got.elements() {
+            if let Some(err) = e.error().err() {
+                return Err(Error::kafka("reading committed offsets", err));
+            }
+            let offset = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            out.push((e.partition(), offset));
+        }
+        Ok(out)
+    }
+
+    /// Per partition: high watermark − committed offset (everything, if nothing is committed).
+    pub(super) fn lag(&mut self) -> Result<Vec<(i32, i64)>> {
+        let committed = self.observe()?;
+        Ok(committed
+            .into_iter()
+            .map(|(p, c)| {
+                let end = self.ends.get(p as usize).copied().unwrap_or(0);
+                (p, (end - c.unwrap_or(0)).max(0))
+            })
+            .collect())
+    }
+
+    /// Read committed offsets and record what changed since the last read, with the bracket
+    /// in which the commit must have landed: the broker is the record of commits the worker
+    /// never reported (auto-commits whose callback was not served, async commits, commits of
+    /// code the harness does not wrap).
+    fn observe(&mut self) -> Result<Vec<(i32, Option<i64>)>> {
+        let committed = self.committed()?;
+        let at_us = self.now();
+        let mut changed = Vec::new();
+        for (p, c) in &committed {
+            let Some(seen) = self.seen.get_mut(*p as usize) else {
+                continue;
+            };
+            if let (Some(offset), true) = (c, c != seen) {
+                changed.push(PartitionOffset {
+                    partition: *p,
+                    offset: *offset,
+                });
+            }
+            *seen = *c;
+        }
+        if !changed.is_empty() {
+            let since_us = self.seen_at_us;
+            self.events.push(Event {
+                at_us,
+                inc: 0,
+                kind: EventKind::BrokerCommitObserved {
+                    offsets: changed,
+                    since_us,
+                },
+            });
+        }
+        self.seen_at_us = at_us;
+        Ok(committed)
+    }
+
+    fn spawn(&mut self, primary: bool, faults: &[Fault]) -> Result<Running> {
+        let inc = self.next_inc;
+        self.next_inc += 1;
+        let trace_path = self.dir.join(format!("trace-{inc}.jsonl"));
+        let stop_path = self.dir.join(format!("stop-{inc}"));
+        let spec = WorkerSpec {
+            name: self.runner.name.clone(),
+            inc,
+            primary,
+            bootstrap: self.runner.cluster.bootstrap_servers(),
+            backend: self.runner.cluster.backend(),
+            brokers: self.runner.cluster.broker_count(),
+            prefix: self.runner.cluster.prefix().to_string(),
+            topic: self.topic.clone(),
+            output_topic: format!("{}.out", self.topic),
+            group: self.group.clone(),
+            transactional_id: format!("{}.txn", self.topic),
+            partitions: self.schedule.workload.partitions,
+            faults: faults.to_vec(),
+            epoch_us: self.epoch_us,
+            case_dir: self.dir.clone(),
+            trace_path: trace_path.clone(),
+            stop_path: stop_path.clone(),
+        };
+        self.record(
+            inc,
+            EventKind::Started {
+                primary,
+                faults: faults.to_vec(),
+            },
+        );
+        let process = WorkerProcess::spawn(&spec, &self.runner.launch)?;
+        Ok(Running {
+            inc,
+            process,
+            stop_path,
+            trace_path,
+        })
+    }
+
+    /// Record how a worker ended, unless it recorded that itself (returned, failed, panicked).
+    fn ended(&mut self, w: &Running, exit: Exit) {
+        let recorded = std::fs::read_to_string(&w.trace_path)
+            .map(|t| t.contains("\"event\":\"exited\""))
+            .unwrap_or(false);
+        if !recorded {
+            self.record(w.inc, EventKind::Exited { exit });
+        }
+    }
+
+    /// Ask a worker to stop; SIGKILL it after the grace period.
+    fn stop(&mut self, mut w: Running) -> Result<()> {
+        std::fs::write(&w.stop_path, b"stop")
+            .map_err(|e| Error::io("writing the stop file", &w.stop_path, e))?;
+        let deadline = Instant::now() + self.runner.timing.stop_grace;
+        loop {
+            if let Some(exit) = w.process.try_exit()? {
+                self.ended(&w, exit);
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                self.record(
+                    w.inc,
+                    EventKind::Killed {
+                        reason: KillReason::StopTimeout,
+                    },
+                );
+                let exit = w.process.kill()?;
+                self.ended(&w, exit);
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn output_topic(&self) -> bool {
+        self.runner.sink.semantics() == crate::trace::SinkSemantics::OutputTopic
+    }
+
+    /// One incarnation with its faults. It ends when the worker dies, when lag reaches 0, when
+    /// the worker sits idle with lag left (then it is asked to stop), or at the deadline.
+    pub(super) fn incarnation(&mut self, faults: &[Fault]) -> Result<()> {
+        let mut primary = self.spawn(true, faults)?;
+        let mut peer: Option<Running> = None;
+        let mut fired = vec![false; faults.len()];
+        let deadline = Instant::now() + self.runner.timing.incarnation;
+        let mut last_read = Instant::now();
+        let mut last_change = Instant::now();
+        let mut last_len = (0, 0);
+        let mut last_seen = self.seen.clone();
+        let mut handled_requests = 0;
+        let mut primary_done = false;
+        let output = self.output_topic();
+        loop {
+            if let Some(exit) = primary.process.try_exit()? {
+                self.ended(&primary, exit);
+                primary_done = true;
+                break;
+            }
+            let progress = primary.progress(output);
+            let elapsed = primary.process.started.elapsed();
+            let mut kill = None;
+            for (i, f) in faults.iter().enumerate() {
+                if fired[i] {
+                    continue;
+                }
+                match f {
+                    Fault::KillAfterEffects { effects: n } if progress.effects >= *n => {
+                        kill = Some(KillReason::AfterEffects {
+                            effects: *n,
+                            observed: progress.effects,
+                        });
+                        fired[i] = true;
+                    }
+                    Fault::KillAfterMillis { millis }
+                        if elapsed >= Duration::from_millis(*millis) =>
+                    {
+                        kill = Some(KillReason::AfterMillis { millis: *millis });
+                        fired[i] = true;
+                    }
+                    Fault::Rebalance { after_effects } if progress.effects >= *after_effects => {
+                        fired[i] = true;
+                        peer = Some(self.spawn(false, &[])?);
+                    }
+                    Fault::BrokerRestart {
+                        broker,
+                        after_effects,
+                    } if progress.effects >= *after_effects => {
+                        fired[i] = true;
+                        self.broker_restart(*broker)?;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(reason) = kill {
+                let exit = primary.process.kill()?;
+                self.record(primary.inc, EventKind::Killed { reason });
+                self.ended(&primary, exit);
+                primary_done = true;
+                break;
+            }
+            if progress.rebalance_requests > handled_requests {
+                handled_requests = progress.rebalance_requests;
+                peer = self.rebalance(&primary, peer)?;
+                last_change = Instant::now();
+            }
+            if last_read.elapsed() >= self.runner.timing.observe {
+                last_read = Instant::now();
+                if self.lag()?.iter().all(|(_, l)| *l == 0) {
+                    break;
+                }
+                let peer_len = peer.as_ref().map_or(0, |p| p.progress(output).len);
+                let lens = (progress.len, peer_len);
+                if lens != last_len || self.seen != last_seen {
+                    last_len = lens;
+                    last_seen = self.seen.clone();
+                    last_change = Instant::now();
+                } else if last_change.elapsed() >= self.runner.timing.idle {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let worker_events = primary.events();
+        if !primary_done {
+            self.stop(primary)?;
+        }
+        if let Some(p) = peer {
+            self.stop(p)?;
+        }
+        for (i, f) in faults.iter().enumerate() {
+            let fired = fired_in_worker(f, &worker_events).unwrap_or(fired[i]);
+            if !fired {
+                self.orchestrator(EventKind::FaultSkipped { fault: f.clone() });
+            }
+        }
+        let offsets = self.committed()?;
+        self.orchestrator(EventKind::BrokerCommitted { offsets });
+        Ok(())
+    }
+
+    /// The primary waits at a `rebalance-at` point: make the group rebalance (a second
+    /// member joins, or the one already there leaves), wait until the broker says the group
+    /// is rebalancing, then release the primary. Returns the second member, if one runs.
+    fn rebalance(&mut self, primary: &Running, peer: Option<Running>) -> Result<Option<Running>> {
+        let peer = match peer {
+            Some(p) => {
+                self.stop(p)?;
+                None
+            }
+            None => Some(self.spawn(false, &[])?),
+        };
+        let started = Instant::now();
+        let mut state = String::from("unknown");
+        while started.elapsed() < REBALANCE_BOUND {
+            if let Ok(list) = self
+                .probe
+                .fetch_group_list(Some(&self.group), Duration::from_secs(5))
+            {
+                if let Some(g) = list.groups().first() {
+                    state = g.state().to_string();
+                    if matches!(state.as_str(), "PreparingRebalance" | "CompletingRebalance") {
+                        break;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(HEARTBEAT_MARGIN);
+        self.orchestrator(EventKind::RebalanceStarted { state });
+        let go = crate::worker::go_path_of(&primary.stop_path);
+        std::fs::write(&go, b"go").map_err(|e| Error::io("writing the go file", &go, e))?;
+        Ok(peer)
+    }
+
+    fn broker_restart(&mut self, broker: usize) -> Result<()> {
+        self.orchestrator(EventKind::BrokerFault {
+            broker,
+            action: "kill".into(),
+        });
+        self.runner.cluster.kill_broker(broker)?;
+        self.runner.cluster.restart_broker(broker)?;
+        self.orchestrator(EventKind::BrokerFault {
+            broker,
+            action: "restart".into(),
+        });
+        Ok(())
+    }
+
+    /// Fault-free incarnations until lag is 0 or the drain timeout. A worker that exits on its
+    /// own is started again, as a supervisor would; one that sits idle with lag left is asked
+    /// to stop (its close may commit) and started again; at most 4 starts.
+    pub(super) fn drain(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let mut restarts = 0;
+        let mut lag = self.lag()?;
+        let output = self.output_topic();
+        while !lag.iter().all(|(_, l)| *l == 0) {
+            if started.elapsed() > self.runner.timing.drain || restarts > 3 {
+                self.orchestrator(EventKind::Stuck {
+                    lag,
+                    waited_ms: started.elapsed().as_millis() as u64,
+                });
+                return Ok(());
+            }
+            let mut w = self.spawn(true, &[])?;
+            restarts += 1;
+            let mut exited = false;
+            let mut last_change = Instant::now();
+            let mut last = (0, self.seen.clone());
+            while started.elapsed() <= self.runner.timing.drain {
+                if let Some(exit) = w.process.try_exit()? {
+                    self.ended(&w, exit);
+                    exited = true;
+                    break;
+                }
+                std::thread::sleep(self.runner.timing.observe);
+                lag = self.lag()?;
+                if lag.iter().all(|(_, l)| *l == 0) {
+                    break;
+                }
+                let now = (w.progress(output).len, self.seen.clone());
+                if now != last {
+                    last = now;
+                    last_change = Instant::now();
+                } else if last_change.elapsed() >= self.runner.timing.idle {
+                    break;
+                }
+            }
+            if !exited {
+                self.stop(w)?;
+            }
+            let offsets = self.committed()?;
+            self.orchestrator(EventKind::BrokerCommitted { offsets });
+            lag = self.lag()?;
+        }
+        self.orchestrator(EventKind::Drained);
+        Ok(())
+    }
+}
