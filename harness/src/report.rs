@@ -63,6 +63,8 @@ impl Report {
                 crate::Fault::KillAfterEffects { .. }
                     | crate::Fault::KillAfterMillis { .. }
                     | crate::Fault::Rebalance { .. }
+                    | crate::Fault::RebalanceAt { .. }
+                    | crate::Fault::RebalanceAfter { .. }
                     | crate::Fault::BrokerRestart { .. }
             )
         });

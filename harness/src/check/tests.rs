@@ -158,6 +158,60 @@ fn a_message_never_applied_is_lost_and_the_commit_and_crash_that_lost_it_are_nam
     assert_eq!(v.primary_kind(), Some(ViolationKind::Lost));
 }
 
+/// The false alarm's mirror: an auto-commit whose callback was never served before the crash
+/// is invisible to the worker, but the broker read during the incarnation names it — with the
+/// bracket it landed in, and the death that followed.
+#[test]
+fn a_commit_no_process_reported_is_named_from_the_broker_read_with_its_time_bracket() {
+    let mut t = T::new(SinkSemantics::Ledger, 1, 3);
+    t.start(1)
+        .apply(1, 0)
+        .observe(0, 2, 1)
+        .crash(1, "before-sink-write")
+        .start(2)
+        .drained();
+    let v = check(&t.done(), Guarantee::AtLeastOnce).unwrap();
+    let lost = v
+        .violations
+        .iter()
+        .find(|v| v.kind() == ViolationKind::Lost)
+        .unwrap();
+    match lost {
+        Violation::Lost {
+            msg,
+            commit: Some(c),
+            death: Some(d),
+        } => {
+            assert_eq!(msg.id, 1);
+            assert_eq!((c.inc, c.offset, c.mode), (0, 2, None));
+            let since = c.since_us.expect("a bracket");
+            assert!(since < c.at_us);
+            assert_eq!(d.inc, 1);
+            let text = lost.to_string();
+            assert!(text.contains("was committed between"), "{text}");
+            assert!(text.contains("no process reported this commit"), "{text}");
+            assert!(text.contains("crashed at `before-sink-write`"), "{text}");
+        }
+        other => panic!("expected a lost message with its commit and death, got {other:?}"),
+    }
+    // The same commit is "too far" too: message 1 was not applied by the read that showed it.
+    assert!(v.kinds().contains(&ViolationKind::CommittedTooFar));
+}
+
+/// Judged against the bracket's end, an observed commit never accuses processing that may
+/// have preceded it.
+#[test]
+fn a_commit_seen_on_the_broker_after_the_processing_is_not_too_far() {
+    let mut t = T::new(SinkSemantics::Ledger, 1, 2);
+    t.start(1)
+        .apply(1, 0)
+        .apply(1, 1)
+        .observe(0, 2, 3)
+        .drained();
+    let v = check(&t.done(), Guarantee::AtLeastOnce).unwrap();
+    assert!(v.holds(), "{:?}", v.violations);
+}
+
 #[test]
 fn process_then_commit_with_every_message_applied_holds_at_least_once() {
     let mut t = T::new(SinkSemantics::Ledger, 2, 4);

@@ -115,6 +115,8 @@ pub struct Harness {
     confirm_runs: u32,
     timing: Timing,
     failure_dir: Option<PathBuf>,
+    seed: Option<String>,
+    parallel: Option<u32>,
 }
 
 fn env_u32(name: &str) -> Option<u32> {
@@ -144,6 +146,8 @@ impl Harness {
             confirm_runs: env_u32("KAFKA_HARNESS_CONFIRM_RUNS").unwrap_or(3),
             timing: Timing::default(),
             failure_dir: None,
+            seed: None,
+            parallel: None,
         }
     }
 
@@ -208,6 +212,36 @@ impl Harness {
         self
     }
 
+    /// The generator seed (64 hex digits, as a report prints it): the same seed generates the
+    /// same cases. Default: env `KAFKA_HARNESS_SEED`, else fresh per run. A malformed seed is
+    /// an error when the check starts.
+    pub fn seed(mut self, hex: &str) -> Self {
+        self.seed = Some(hex.to_string());
+        self
+    }
+
+    /// Cases run side by side on the shared cluster (generation, the `k` tries of a shrink
+    /// step, confirmation re-runs; shrink steps themselves are sequential). Default: env
+    /// `KAFKA_HARNESS_PARALLEL`, else the machine's cores (at least 2). Use 1 for a consumer
+    /// that needs the machine to itself: one that is CPU-bound, or whose correctness depends
+    /// on timing under load (e.g. a `session.timeout.ms` close to its processing time).
+    pub fn parallel(mut self, cases: u32) -> Self {
+        self.parallel = Some(cases.max(1));
+        self
+    }
+
+    fn parallelism(&self) -> u32 {
+        self.parallel
+            .or_else(|| env_u32("KAFKA_HARNESS_PARALLEL"))
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get() as u32)
+                    .unwrap_or(2)
+                    .max(2)
+            })
+            .max(1)
+    }
+
     /// Where failing schedules are saved. Default: env `KAFKA_HARNESS_FAILURE_DIR`, else
     /// `kafka-harness-failures/` in the crate under test (`CARGO_MANIFEST_DIR`), else the cwd.
     pub fn failure_dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -269,6 +303,7 @@ impl Harness {
             name: self.resolved_name(),
             sink: self.sink.clone(),
             timing: self.timing,
+            producer: Default::default(),
         }
     }
 

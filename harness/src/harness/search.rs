@@ -88,7 +88,14 @@ impl Harness {
                 .unwrap_or(16),
             ..ProptestConfig::default()
         };
-        let seed = seed();
+        let seed = match &self.seed {
+            Some(text) => parse_seed(text).ok_or_else(|| {
+                Error::Config(format!(
+                    "seed {text:?} is not 64 hex digits (a report prints the seed it used)"
+                ))
+            })?,
+            None => seed(),
+        };
         let mut rng_runner = TestRunner::new_with_rng(
             config.clone(),
             TestRng::from_seed(RngAlgorithm::ChaCha, &seed),
@@ -100,34 +107,49 @@ impl Harness {
             backend: Some(cluster.backend()),
             ..Summary::default()
         };
-        for case in 0..config.cases {
-            let tree = strategy
-                .new_tree(&mut rng_runner)
-                .map_err(|e| Error::Config(format!("schedule generation: {e}")))?;
-            let schedule = tree.current();
-            let (result, dir) = self.run_once(&runner, &schedule, next_case())?;
-            summary.cases += 1;
-            tally(&mut summary, &result.trace);
-            if result.verdict.holds() {
-                continue;
+        let parallel = self.parallelism();
+        let mut case = 0;
+        while case < config.cases {
+            let n = parallel.min(config.cases - case) as usize;
+            let mut trees = Vec::with_capacity(n);
+            for _ in 0..n {
+                trees.push(
+                    strategy
+                        .new_tree(&mut rng_runner)
+                        .map_err(|e| Error::Config(format!("schedule generation: {e}")))?,
+                );
             }
-            let kind = result.verdict.primary_kind();
-            if is_latent(kind) {
-                if !matches!(latent, Some(Latent::Case(..))) {
-                    latent = Some(Latent::Case(Box::new(tree), result, dir, case + 1));
+            let jobs: Vec<(Schedule, u64)> =
+                trees.iter().map(|t| (t.current(), next_case())).collect();
+            let results = self.run_batch(&runner, jobs);
+            for (tree, outcome) in trees.into_iter().zip(results) {
+                let (result, dir) = outcome?;
+                case += 1;
+                summary.cases += 1;
+                tally(&mut summary, &result.trace);
+                if result.verdict.holds() {
+                    continue;
                 }
-                continue;
+                let kind = result.verdict.primary_kind();
+                if is_latent(kind) {
+                    if !matches!(latent, Some(Latent::Case(..))) {
+                        latent = Some(Latent::Case(Box::new(tree), result, dir, case));
+                    }
+                    continue;
+                }
+                // The first realized failure in generation order wins; the rest of its batch
+                // is dropped.
+                return self.shrink(
+                    &runner,
+                    Box::new(tree),
+                    result,
+                    dir,
+                    kind,
+                    hex(&seed),
+                    case,
+                    &mut next_case,
+                );
             }
-            return self.shrink(
-                &runner,
-                Box::new(tree),
-                result,
-                dir,
-                kind,
-                hex(&seed),
-                case + 1,
-                &mut next_case,
-            );
         }
         match latent {
             Some(Latent::Case(tree, result, dir, case)) => {
@@ -166,7 +188,8 @@ impl Harness {
         Ok(Outcome::Passed(summary))
     }
 
-    /// Whether `schedule` fails with `kind` in at least one of `tries` runs; the failing run.
+    /// Whether `schedule` fails with `kind` in at least one of `tries` runs (run side by side);
+    /// the first failing run.
     fn fails_with(
         &self,
         runner: &CaseRunner,
@@ -175,19 +198,60 @@ impl Harness {
         tries: u32,
         next_case: &mut dyn FnMut() -> u64,
     ) -> Result<Option<(CaseResult, tempfile::TempDir)>> {
-        for _ in 0..tries {
-            let (result, dir) = self.run_once(runner, schedule, next_case())?;
-            if !result.verdict.holds()
-                && (kind.is_none()
-                    || result
-                        .verdict
-                        .kinds()
-                        .contains(&kind.unwrap_or(ViolationKind::Stuck)))
-            {
+        let jobs = (0..tries)
+            .map(|_| (schedule.clone(), next_case()))
+            .collect();
+        for outcome in self.run_batch(runner, jobs) {
+            let (result, dir) = outcome?;
+            if !result.verdict.holds() && kind.is_none_or(|k| result.verdict.kinds().contains(&k)) {
                 return Ok(Some((result, dir)));
             }
         }
         Ok(None)
+    }
+
+    /// Run cases, `parallelism()` at a time on the shared cluster (each has its own topic,
+    /// group and transactional id); results in the order given. A schedule with a broker
+    /// fault runs alone: killing a broker under other cases would inject faults they did not
+    /// schedule.
+    fn run_batch(
+        &self,
+        runner: &CaseRunner,
+        jobs: Vec<(Schedule, u64)>,
+    ) -> Vec<Result<(CaseResult, tempfile::TempDir)>> {
+        let alone = |s: &Schedule| {
+            s.faults
+                .iter()
+                .any(|f| matches!(f, crate::Fault::BrokerRestart { .. }))
+        };
+        let width = if jobs.iter().any(|(s, _)| alone(s)) {
+            1
+        } else {
+            self.parallelism().max(1) as usize
+        };
+        let mut out = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(width) {
+            if chunk.len() == 1 {
+                out.push(self.run_once(runner, &chunk[0].0, chunk[0].1));
+                continue;
+            }
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = chunk
+                    .iter()
+                    .map(|(schedule, case_no)| {
+                        scope.spawn(move || self.run_once(runner, schedule, *case_no))
+                    })
+                    .collect();
+                for h in handles {
+                    out.push(
+                        h.join().unwrap_or_else(|_| {
+                            Err(Error::Worker("a case thread panicked".into()))
+                        }),
+                    );
+                }
+            });
+        }
+        out
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -272,6 +336,27 @@ impl Harness {
             mut dir,
             original,
         } = found;
+        let mut kind = kind;
+        // A loss waiting to happen is shown happening: crash right after the commit that went
+        // too far, where the trace says the committer went next.
+        if is_latent(kind) {
+            for candidate in realizations(&schedule, &result) {
+                if let Some((r, d)) = self.fails_with(runner, &candidate, None, 1, next_case)? {
+                    let realized = r.verdict.primary_kind();
+                    if !is_latent(realized) {
+                        eprintln!(
+                            "kafka-harness: the commit too far becomes a {realized:?} with a crash after it: {}",
+                            candidate.faults.last().map(|f| f.to_string()).unwrap_or_default()
+                        );
+                        schedule = candidate;
+                        result = r;
+                        dir = d;
+                        kind = realized;
+                        break;
+                    }
+                }
+            }
+        }
         let mut reproduced = self.reproductions(runner, &schedule, kind, next_case)?;
         if reproduced * 2 < self.confirm_runs {
             if let Some(original) = original.filter(|o| *o != schedule) {
@@ -308,7 +393,7 @@ impl Harness {
         })))
     }
 
-    /// Of `confirm_runs` re-runs of `schedule`, how many fail with `kind`.
+    /// Of `confirm_runs` re-runs of `schedule` (side by side), how many fail with `kind`.
     fn reproductions(
         &self,
         runner: &CaseRunner,
@@ -316,12 +401,13 @@ impl Harness {
         kind: Option<ViolationKind>,
         next_case: &mut dyn FnMut() -> u64,
     ) -> Result<u32> {
+        let jobs = (0..self.confirm_runs)
+            .map(|_| (schedule.clone(), next_case()))
+            .collect();
         let mut reproduced = 0;
-        for _ in 0..self.confirm_runs {
-            if self
-                .fails_with(runner, schedule, kind, 1, next_case)?
-                .is_some()
-            {
+        for outcome in self.run_batch(runner, jobs) {
+            let (result, _dir) = outcome?;
+            if !result.verdict.holds() && kind.is_none_or(|k| result.verdict.kinds().contains(&k)) {
                 reproduced += 1;
             }
         }
@@ -341,6 +427,76 @@ struct Found {
 /// A failure that only shows a loss waiting to happen.
 fn is_latent(kind: Option<ViolationKind>) -> bool {
     kind == Some(ViolationKind::CommittedTooFar)
+}
+
+/// Schedules that turn a "committed too far" into the loss it waits for: the failing schedule
+/// plus a crash at the next crash points the committing incarnation hit after the commit (at
+/// most 3). Only when that incarnation is the one that ran the schedule's last fault group and
+/// that group has no terminal fault, so the added crash lands in the same incarnation at the
+/// same hit.
+fn realizations(schedule: &Schedule, failed: &CaseResult) -> Vec<Schedule> {
+    use crate::check::Violation;
+    let Some((inc, at_us)) = failed.verdict.violations.iter().find_map(|v| match v {
+        Violation::CommittedTooFar { commit, .. } => Some((commit.inc, commit.at_us)),
+        _ => None,
+    }) else {
+        return Vec::new();
+    };
+    let trace = &failed.trace;
+    let groups = schedule.incarnations();
+    let last = groups.last().cloned().unwrap_or_default();
+    if last.iter().any(|f| f.is_terminal()) {
+        return Vec::new();
+    }
+    // The incarnation that ran the last group: the first primary started with it.
+    let Some(runner_of_last) = trace.events.iter().find_map(|e| match &e.kind {
+        EventKind::Started {
+            primary: true,
+            faults,
+        } if *faults == last => Some(e.inc),
+        _ => None,
+    }) else {
+        return Vec::new();
+    };
+    // The committer: a worker-reported commit names it; a broker-seen one is the primary
+    // running at the time.
+    let committer = if inc != 0 {
+        inc
+    } else {
+        trace
+            .events
+            .iter()
+            .filter(|e| e.at_us <= at_us)
+            .filter_map(|e| match &e.kind {
+                EventKind::Started { primary: true, .. } => Some(e.inc),
+                _ => None,
+            })
+            .last()
+            .unwrap_or(0)
+    };
+    if committer != runner_of_last {
+        return Vec::new();
+    }
+    let mut out: Vec<Schedule> = Vec::new();
+    for e in trace
+        .events
+        .iter()
+        .filter(|e| e.inc == committer && e.at_us > at_us)
+    {
+        if let EventKind::CrashPointHit { point, hit } = &e.kind {
+            let candidate = schedule.clone().fault(crate::Fault::Crash {
+                point: point.clone(),
+                hit: *hit,
+            });
+            if !out.contains(&candidate) {
+                out.push(candidate);
+            }
+            if out.len() == 3 {
+                break;
+            }
+        }
+    }
+    out
 }
 
 enum Latent {
@@ -379,17 +535,26 @@ fn tally(summary: &mut Summary, trace: &Trace) {
     }
 }
 
+/// 64 hex digits as a seed.
+pub(super) fn parse_seed(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
 /// The generator seed: `KAFKA_HARNESS_SEED` (64 hex digits) or fresh.
 fn seed() -> [u8; 32] {
     if let Some(s) = std::env::var("KAFKA_HARNESS_SEED")
         .ok()
-        .filter(|s| s.len() == 64)
+        .and_then(|s| parse_seed(&s))
     {
-        let mut out = [0u8; 32];
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap_or(0);
-        }
-        return out;
+        return s;
     }
     let mut out = [0u8; 32];
     let mut x = crate::trace::monotonic_us() ^ ((std::process::id() as u64) << 32);

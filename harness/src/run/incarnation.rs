@@ -94,10 +94,14 @@ fn fired_in_worker(f: &Fault, events: &[Event]) -> Option<bool> {
         Fault::SinkFailure { write, .. } => {
             any(&|k| matches!(k, EventKind::SinkFailed { write: w, .. } if w == write))
         }
-        Fault::RebalanceAt { point, hit } => any(
+        Fault::RebalanceAt { point, hit } | Fault::RebalanceAfter { point, hit, .. } => any(
             &|k| matches!(k, EventKind::RebalanceRequested { point: p, hit: h } if p == point && h == hit),
         ),
-        _ => return None,
+        // The orchestrator's own faults: it knows whether it fired them.
+        Fault::KillAfterEffects { .. }
+        | Fault::KillAfterMillis { .. }
+        | Fault::Rebalance { .. }
+        | Fault::BrokerRestart { .. } => return None,
     })
 }
 
@@ -402,7 +406,14 @@ impl Case<'_> {
                 self.orchestrator(EventKind::FaultSkipped { fault: f.clone() });
             }
         }
-        let offsets = self.committed()?;
+        self.read_after_incarnation()?;
+        Ok(())
+    }
+
+    /// The committed offsets once an incarnation ended: a change since the last read is a
+    /// commit observed (with its bracket); the whole list is the incarnation's outcome.
+    fn read_after_incarnation(&mut self) -> Result<()> {
+        let offsets = self.observe()?;
         self.orchestrator(EventKind::BrokerCommitted { offsets });
         Ok(())
     }
@@ -498,11 +509,103 @@ impl Case<'_> {
             if !exited {
                 self.stop(w)?;
             }
-            let offsets = self.committed()?;
-            self.orchestrator(EventKind::BrokerCommitted { offsets });
+            self.read_after_incarnation()?;
             lag = self.lag()?;
         }
         self.orchestrator(EventKind::Drained);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind) -> Event {
+        Event {
+            at_us: 1,
+            inc: 1,
+            kind,
+        }
+    }
+
+    /// Every worker-side fault kind is judged from the worker's events (a replay whose fault
+    /// never fired must fail, so a kind that fell through here would pass vacuously).
+    #[test]
+    fn every_worker_side_fault_is_judged_fired_from_its_own_event() {
+        let cases = [
+            (
+                Fault::Crash {
+                    point: "p".into(),
+                    hit: 2,
+                },
+                EventKind::Crashed {
+                    point: "p".into(),
+                    hit: 2,
+                },
+            ),
+            (
+                Fault::CrashAfter {
+                    after: "a".into(),
+                    point: "p".into(),
+                    hit: 1,
+                },
+                EventKind::CrashedAfter {
+                    after: "a".into(),
+                    point: "p".into(),
+                    hit: 1,
+                },
+            ),
+            (
+                Fault::SinkFailure {
+                    write: 3,
+                    failure: crate::schedule::SinkFailure::Transient,
+                    writes: 2,
+                    millis: None,
+                },
+                EventKind::SinkFailed {
+                    msg: crate::trace::MessageRef {
+                        id: 0,
+                        partition: 0,
+                        offset: 0,
+                    },
+                    write: 3,
+                    failure: crate::schedule::SinkFailure::Transient,
+                },
+            ),
+            (
+                Fault::RebalanceAt {
+                    point: "p".into(),
+                    hit: 1,
+                },
+                EventKind::RebalanceRequested {
+                    point: "p".into(),
+                    hit: 1,
+                },
+            ),
+            (
+                Fault::RebalanceAfter {
+                    after: "a".into(),
+                    point: "p".into(),
+                    hit: 1,
+                },
+                EventKind::RebalanceRequested {
+                    point: "p".into(),
+                    hit: 1,
+                },
+            ),
+        ];
+        for (fault, fired) in cases {
+            assert_eq!(
+                fired_in_worker(&fault, &[event(fired)]),
+                Some(true),
+                "{fault}"
+            );
+            assert_eq!(fired_in_worker(&fault, &[]), Some(false), "{fault}");
+        }
+        assert_eq!(
+            fired_in_worker(&Fault::KillAfterEffects { effects: 1 }, &[]),
+            None
+        );
     }
 }

@@ -11,23 +11,23 @@
 //! processes (faults, the rebalance handshake, commit observation, stop, drain).
 
 mod incarnation;
+mod workload;
+
+pub(crate) use workload::WorkloadProducer;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::ClientContext;
+use rdkafka::consumer::BaseConsumer;
 
 use crate::cluster::Cluster;
 use crate::schedule::Schedule;
 use crate::sink::{ReadBackContext, SinkFactory};
 use crate::trace::{
-    monotonic_us, CaseInfo, Event, EventKind, Incarnation, MessageRef, Phase, SinkSemantics, Trace,
+    monotonic_us, CaseInfo, Event, EventKind, Incarnation, Phase, SinkSemantics, Trace,
 };
-use crate::worker::{Launch, Record};
+use crate::worker::Launch;
 use crate::{Error, Result};
 
 /// Time limits of a case.
@@ -75,6 +75,9 @@ pub(crate) struct CaseRunner {
     pub name: String,
     pub sink: Arc<dyn SinkFactory>,
     pub timing: Timing,
+    /// One producer for every case's workload (creating an idempotent producer per case
+    /// costs ~0.5 s of metadata and producer-id round trips).
+    pub producer: WorkloadProducer,
 }
 
 /// The result of running one case.
@@ -122,31 +125,6 @@ struct Case<'a> {
     /// The committed offsets of the last broker read, per partition, and when it was made.
     seen: Vec<Option<i64>>,
     seen_at_us: u64,
-}
-
-struct Deliveries {
-    ok: Mutex<Vec<(u64, i32, i64, u64)>>,
-    failed: Mutex<Vec<String>>,
-}
-
-impl ClientContext for Deliveries {}
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = Box<u64>;
-    fn delivery(&self, result: &DeliveryResult<'_>, id: Box<u64>) {
-        match result {
-            Ok(m) => self.ok.lock().unwrap_or_else(|p| p.into_inner()).push((
-                *id,
-                m.partition(),
-                m.offset(),
-                monotonic_us(),
-            )),
-            Err((e, _)) => self
-                .failed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(format!("message {id}: {e}")),
-        }
-    }
 }
 
 impl CaseRunner {
@@ -307,85 +285,4 @@ fn read_worker_traces(dir: &Path, incs: Incarnation) -> Result<Vec<Event>> {
         }
     }
     Ok(out)
-}
-
-impl Case<'_> {
-    fn produce(&mut self) -> Result<()> {
-        let w = self.schedule.workload;
-        let mut config = self.runner.cluster.client_config();
-        config
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5");
-        let ctx = Deliveries {
-            ok: Mutex::new(Vec::new()),
-            failed: Mutex::new(Vec::new()),
-        };
-        let producer: BaseProducer<Deliveries> = config
-            .create_with_context(ctx)
-            .map_err(|e| Error::kafka("creating the workload producer", e))?;
-        for id in 0..w.messages as u64 {
-            let key = w.key_of(id);
-            let payload = Record::payload(id, &key);
-            let mut record = BaseRecord::with_opaque_to(&self.topic, Box::new(id))
-                .key(key.as_str())
-                .payload(payload.as_str())
-                .partition(w.partition_of(id));
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((e, back)) => {
-                        if !matches!(
-                            e,
-                            rdkafka::error::KafkaError::MessageProduction(
-                                rdkafka::types::RDKafkaErrorCode::QueueFull
-                            )
-                        ) {
-                            return Err(Error::kafka("producing the workload", e));
-                        }
-                        producer.poll(Duration::from_millis(10));
-                        record = back;
-                    }
-                }
-            }
-        }
-        producer
-            .flush(Duration::from_secs(60))
-            .map_err(|e| Error::kafka("flushing the workload", e))?;
-        let ctx = producer.context();
-        let failed = ctx.failed.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if !failed.is_empty() {
-            // Unacknowledged messages are not in I; the checkers judge only what the broker took.
-            eprintln!(
-                "kafka-harness: {} workload messages not acknowledged: {}",
-                failed.len(),
-                failed.join("; ")
-            );
-        }
-        let mut ok = ctx.ok.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        ok.sort_by_key(|(id, ..)| *id);
-        for (id, partition, offset, at) in ok {
-            self.events.push(Event {
-                at_us: at.saturating_sub(self.epoch_us),
-                inc: 0,
-                kind: EventKind::Produced {
-                    msg: MessageRef {
-                        id,
-                        partition,
-                        offset,
-                    },
-                    key: w.key_of(id),
-                },
-            });
-        }
-        self.ends = (0..w.partitions)
-            .map(|p| {
-                self.probe
-                    .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
-                    .map(|(_, high)| high)
-                    .map_err(|e| Error::kafka("reading high watermarks", e))
-            })
-            .collect::<Result<_>>()?;
-        Ok(())
-    }
 }

@@ -150,6 +150,17 @@ pub enum Fault {
         /// Which hit (1-based, this incarnation).
         hit: u32,
     },
+    /// A rebalance at the `hit`-th hit of `point` counted from the first hit of `after`
+    /// ("rebalance at the 1st `before-sink-write` after the sink outage began"): as
+    /// [`Fault::RebalanceAt`], relative to an earlier fault.
+    RebalanceAfter {
+        /// The point whose first hit starts the count (e.g. `sink-outage`).
+        after: String,
+        /// Crash point name where the worker waits.
+        point: String,
+        /// Which hit after `after` (1-based).
+        hit: u32,
+    },
     /// Broker `broker` is hard-killed once this incarnation applied `after_effects` effects,
     /// and restarted right away (containers and local backends).
     BrokerRestart {
@@ -182,6 +193,7 @@ impl Fault {
             Fault::SinkFailure { .. } => "sink-outage",
             Fault::Rebalance { .. } => "rebalance",
             Fault::RebalanceAt { .. } => "rebalance-at",
+            Fault::RebalanceAfter { .. } => "rebalance-after",
             Fault::BrokerRestart { .. } => "broker-restart",
         }
     }
@@ -190,7 +202,9 @@ impl Fault {
     pub fn points(&self) -> Vec<&str> {
         match self {
             Fault::Crash { point, .. } | Fault::RebalanceAt { point, .. } => vec![point],
-            Fault::CrashAfter { after, point, .. } => vec![after, point],
+            Fault::CrashAfter { after, point, .. } | Fault::RebalanceAfter { after, point, .. } => {
+                vec![after, point]
+            }
             _ => Vec::new(),
         }
     }
@@ -232,6 +246,9 @@ impl std::fmt::Display for Fault {
             }
             Fault::RebalanceAt { point, hit } => {
                 write!(f, "rebalance at `{point}` hit #{hit}")
+            }
+            Fault::RebalanceAfter { after, point, hit } => {
+                write!(f, "rebalance at `{point}` hit #{hit} after `{after}`")
             }
             Fault::BrokerRestart {
                 broker,
@@ -340,7 +357,8 @@ impl Schedule {
             match f {
                 Fault::Crash { hit: 0, .. }
                 | Fault::CrashAfter { hit: 0, .. }
-                | Fault::RebalanceAt { hit: 0, .. } => {
+                | Fault::RebalanceAt { hit: 0, .. }
+                | Fault::RebalanceAfter { hit: 0, .. } => {
                     return Err(format!("fault {i}: hits count from 1"));
                 }
                 Fault::SinkFailure { write: 0, .. } => {

@@ -120,6 +120,10 @@ impl ScheduleSpace {
                 let hit = hit.min(self.reachable_hits(&point, hit, m));
                 Fault::CrashAfter { after, point, hit }
             }
+            Fault::RebalanceAfter { after, point, hit } => {
+                let hit = hit.min(self.reachable_hits(&point, hit, m));
+                Fault::RebalanceAfter { after, point, hit }
+            }
             Fault::KillAfterEffects { effects } => Fault::KillAfterEffects {
                 effects: effects.min(m),
             },
@@ -230,10 +234,27 @@ impl ScheduleSpace {
                     millis,
                 },
             );
-            let then = if k.crashes && !points.is_empty() {
-                crash_after(ANCHOR_SINK_OUTAGE).boxed()
-            } else {
+            // Then maybe a crash or a rebalance while the outage's consequences are in flight.
+            let mut follow: Vec<BoxedStrategy<Option<Fault>>> = Vec::new();
+            if k.crashes && !points.is_empty() {
+                follow.push(crash_after(ANCHOR_SINK_OUTAGE).boxed());
+            }
+            if k.rebalances && !points.is_empty() {
+                follow.push(
+                    proptest::option::of(at_point(points.clone(), 4).prop_map(|(point, hit)| {
+                        Fault::RebalanceAfter {
+                            after: ANCHOR_SINK_OUTAGE.to_string(),
+                            point,
+                            hit,
+                        }
+                    }))
+                    .boxed(),
+                );
+            }
+            let then = if follow.is_empty() {
                 Just(None).boxed()
+            } else {
+                proptest::strategy::Union::new(follow).boxed()
             };
             options.push(
                 (outage, then)
@@ -318,7 +339,7 @@ mod tests {
                         prop_assert!(*hit >= 1 && *hit <= max);
                     }
                     // A relative crash directly follows the fault it is counted from.
-                    Fault::CrashAfter { after, hit, .. } => {
+                    Fault::CrashAfter { after, hit, .. } | Fault::RebalanceAfter { after, hit, .. } => {
                         prop_assert!(*hit >= 1 && *hit <= 4);
                         let anchor = i.checked_sub(1).map(|j| &s.faults[j]);
                         let ok = match (after.as_str(), anchor) {

@@ -28,12 +28,14 @@ struct Outage {
     failure: SinkFailure,
 }
 
-/// A relative crash: counts hits of `point` once `after` has been hit.
+/// A relative fault: counts hits of `point` once `after` has been hit.
 #[derive(Debug, Clone)]
-struct RelativeCrash {
+struct Relative {
     after: String,
     point: String,
     hit: u32,
+    /// Crash there (else: wait there for a rebalance).
+    crash: bool,
 }
 use crate::{Error, Result};
 
@@ -43,7 +45,7 @@ pub(crate) struct Recorder {
     inc: Incarnation,
     hits: Mutex<HashMap<String, u32>>,
     crashes: Vec<(String, u32)>,
-    relative: Vec<RelativeCrash>,
+    relative: Vec<Relative>,
     /// Per relative crash: hits of its point since its anchor was first hit (`None`: not yet).
     relative_hits: Mutex<Vec<Option<u32>>>,
     rebalances: Vec<(String, u32)>,
@@ -74,15 +76,20 @@ impl Recorder {
                 _ => None,
             })
             .collect();
-        let relative: Vec<RelativeCrash> = faults
+        let relative: Vec<Relative> = faults
             .iter()
-            .filter_map(|f| match f {
-                Fault::CrashAfter { after, point, hit } => Some(RelativeCrash {
+            .filter_map(|f| {
+                let (after, point, hit, crash) = match f {
+                    Fault::CrashAfter { after, point, hit } => (after, point, hit, true),
+                    Fault::RebalanceAfter { after, point, hit } => (after, point, hit, false),
+                    _ => return None,
+                };
+                Some(Relative {
                     after: after.clone(),
                     point: point.clone(),
                     hit: *hit,
-                }),
-                _ => None,
+                    crash,
+                })
             })
             .collect();
         let rebalances = faults
@@ -188,10 +195,10 @@ impl Recorder {
         die()
     }
 
-    /// Count `point` for relative crashes: an anchor starts its count, a counted point may fire.
+    /// Count `point` for relative faults: an anchor starts its count, a counted point may fire.
     /// The anchor's own hit is not counted (`the 1st hit of X after the revoke` comes later).
     pub(crate) fn relative_hit(&self, point: &str) {
-        let mut fire = None;
+        let mut fire = Vec::new();
         {
             let mut counts = self.relative_hits.lock().unwrap_or_else(|p| p.into_inner());
             for (r, count) in self.relative.iter().zip(counts.iter_mut()) {
@@ -200,14 +207,17 @@ impl Recorder {
                     Some(n) if r.point == point => {
                         *n += 1;
                         if *n == r.hit {
-                            fire = Some(r.clone());
+                            fire.push(r.clone());
                         }
                     }
                     _ => {}
                 }
             }
         }
-        if let Some(r) = fire {
+        for r in fire.iter().filter(|r| !r.crash) {
+            self.wait_for_rebalance(&r.point, r.hit);
+        }
+        if let Some(r) = fire.into_iter().find(|r| r.crash) {
             self.record(EventKind::CrashedAfter {
                 after: r.after,
                 point: r.point,
