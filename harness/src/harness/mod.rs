@@ -187,7 +187,7 @@ impl Harness {
         self
     }
 
-    /// Cases to generate. Default: `PROPTEST_CASES`, else 16.
+    /// Cases to generate. Default: `PROPTEST_CASES`, else 32.
     pub fn cases(mut self, n: u32) -> Self {
         self.cases = Some(n);
         self
@@ -222,7 +222,7 @@ impl Harness {
 
     /// Cases run side by side on the shared cluster (generation, the `k` tries of a shrink
     /// step, confirmation re-runs; shrink steps themselves are sequential). Default: env
-    /// `KAFKA_HARNESS_PARALLEL`, else the machine's cores (at least 2). Use 1 for a consumer
+    /// `KAFKA_HARNESS_PARALLEL`, else 4 × the machine's cores (2 to 16). Use 1 for a consumer
     /// that needs the machine to itself: one that is CPU-bound, or whose correctness depends
     /// on timing under load (e.g. a `session.timeout.ms` close to its processing time).
     pub fn parallel(mut self, cases: u32) -> Self {
@@ -234,10 +234,10 @@ impl Harness {
         self.parallel
             .or_else(|| env_u32("KAFKA_HARNESS_PARALLEL"))
             .unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get() as u32)
-                    .unwrap_or(2)
-                    .max(2)
+                // Cases mostly wait on the broker: measured on 2 cores, throughput grows up to
+                // 12 at once (30 → 167 cases/min) with the load average near 1.
+                let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+                (4 * cores).clamp(2, 16)
             })
             .max(1)
     }
@@ -298,6 +298,7 @@ impl Harness {
 
     fn runner(&self, cluster: Arc<Cluster>) -> CaseRunner {
         CaseRunner {
+            cleanup: crate::run::Cleanup::new(cluster.clone()),
             cluster,
             launch: self.launch(),
             name: self.resolved_name(),

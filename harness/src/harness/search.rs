@@ -21,6 +21,9 @@ use crate::trace::{EventKind, Trace};
 use crate::worker::{WorkerCtx, WorkerError};
 use crate::{Error, Result};
 
+/// Cases a check generates unless told otherwise (`.cases(n)`, `PROPTEST_CASES`).
+pub(super) const DEFAULT_CASES: u32 = 32;
+
 impl Harness {
     /// Generate schedules, run them, and on failure shrink, confirm and save. Passing returns
     /// [`Outcome::Passed`]; a broken guarantee returns [`Outcome::Failed`]; `Err` is a harness
@@ -85,7 +88,7 @@ impl Harness {
             cases: self
                 .cases
                 .or_else(|| env_u32("PROPTEST_CASES"))
-                .unwrap_or(16),
+                .unwrap_or(DEFAULT_CASES),
             ..ProptestConfig::default()
         };
         let seed = match &self.seed {
@@ -466,12 +469,13 @@ fn realizations(schedule: &Schedule, failed: &CaseResult) -> Vec<Schedule> {
         trace
             .events
             .iter()
+            .rev()
             .filter(|e| e.at_us <= at_us)
             .filter_map(|e| match &e.kind {
                 EventKind::Started { primary: true, .. } => Some(e.inc),
                 _ => None,
             })
-            .last()
+            .next()
             .unwrap_or(0)
     };
     if committer != runner_of_last {

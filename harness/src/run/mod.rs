@@ -10,9 +10,11 @@
 //! This file sets a case up and collects its trace; [`incarnation`] controls the worker
 //! processes (faults, the rebalance handshake, commit observation, stop, drain).
 
+mod cleanup;
 mod incarnation;
 mod workload;
 
+pub(crate) use cleanup::Cleanup;
 pub(crate) use workload::WorkloadProducer;
 
 use std::path::{Path, PathBuf};
@@ -78,6 +80,8 @@ pub(crate) struct CaseRunner {
     /// One producer for every case's workload (creating an idempotent producer per case
     /// costs ~0.5 s of metadata and producer-id round trips).
     pub producer: WorkloadProducer,
+    /// Deletes finished cases' topics and groups in the background.
+    pub cleanup: Cleanup,
 }
 
 /// The result of running one case.
@@ -154,18 +158,17 @@ impl CaseRunner {
         let create = phase("create-topics", t);
         let result = self.run_in(schedule, dir.path(), &topic, &group, &output);
         // Leave nothing behind on the cluster, whatever happened.
-        let t = Instant::now();
-        let mut topics = vec![topic.as_str()];
+        let mut topics = vec![topic.clone()];
         if needs_output {
-            topics.push(&output);
+            topics.push(output.clone());
         }
-        let _ = self.cluster.delete_topics(&topics);
-        let _ = self
-            .cluster
-            .delete_groups(&[group.as_str(), &format!("{output}.reader")]);
+        self.cleanup.submit(
+            &self.cluster,
+            topics,
+            vec![group.clone(), format!("{output}.reader")],
+        );
         let mut trace = result?;
         trace.phases.insert(0, create);
-        trace.phases.push(phase("delete-topics", t));
         Ok(CaseOutcome {
             trace,
             dir,

@@ -342,11 +342,11 @@ mod tests {
                     Fault::CrashAfter { after, hit, .. } | Fault::RebalanceAfter { after, hit, .. } => {
                         prop_assert!(*hit >= 1 && *hit <= 4);
                         let anchor = i.checked_sub(1).map(|j| &s.faults[j]);
-                        let ok = match (after.as_str(), anchor) {
-                            (ANCHOR_REVOKE, Some(Fault::RebalanceAt { .. })) => true,
-                            (ANCHOR_SINK_OUTAGE, Some(Fault::SinkFailure { .. })) => true,
-                            _ => false,
-                        };
+                        let ok = matches!(
+                            (after.as_str(), anchor),
+                            (ANCHOR_REVOKE, Some(Fault::RebalanceAt { .. }))
+                                | (ANCHOR_SINK_OUTAGE, Some(Fault::SinkFailure { .. }))
+                        );
                         prop_assert!(ok, "{:?}", s.faults);
                     }
                     Fault::SinkFailure { writes, millis, .. } => {
