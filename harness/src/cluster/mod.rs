@@ -88,6 +88,29 @@ impl FromStr for BackendKind {
     }
 }
 
+/// The environment variable that carries a worker process's spec file (see `worker::spec`).
+pub(crate) const ENV_WORKER_SPEC: &str = "KAFKA_HARNESS_WORKER_SPEC";
+
+/// What a worker process knows of its orchestrator's cluster: part of the worker spec file,
+/// read here so that `Cluster::shared()` in a worker is a view of that cluster (and this
+/// module needs nothing from `worker`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ClusterView {
+    pub bootstrap: String,
+    pub backend: BackendKind,
+    pub brokers: usize,
+    pub prefix: String,
+}
+
+impl ClusterView {
+    /// The view in this process's worker spec, if this is a worker process.
+    fn from_env() -> Option<ClusterView> {
+        let path = std::env::var_os(ENV_WORKER_SPEC)?;
+        let text = std::fs::read_to_string(path).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
 /// How to start a cluster. Every field has an environment override, read by [`ClusterConfig::from_env`].
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -310,6 +333,11 @@ impl Cluster {
 
     /// Start a cluster as configured and wait until it is ready.
     pub fn start(config: ClusterConfig) -> ClusterResult<Cluster> {
+        // In a worker process the test body runs again: it gets the orchestrator's cluster,
+        // never a second one.
+        if let Some(view) = ClusterView::from_env() {
+            return Ok(Cluster::worker_view(view));
+        }
         let (kind, reason) = config.choose()?;
         let brokers = match kind {
             BackendKind::External => 1,
@@ -360,17 +388,8 @@ impl Cluster {
             return Ok(c.clone());
         }
         // A worker process uses the cluster its orchestrator started; it never starts one.
-        if let Ok(Some(spec)) = crate::worker::spec::WorkerSpec::from_env() {
-            let cluster = Arc::new(Cluster {
-                backend: Box::new(external::WorkerView {
-                    kind: spec.backend,
-                    bootstrap: spec.bootstrap,
-                }),
-                brokers: spec.brokers,
-                prefix: spec.prefix,
-                ready_timeout: Duration::from_secs(10),
-                reason: "worker process: the orchestrator's cluster".into(),
-            });
+        if let Some(view) = ClusterView::from_env() {
+            let cluster = Arc::new(Cluster::worker_view(view));
             *guard = Some(cluster.clone());
             return Ok(cluster);
         }
@@ -378,6 +397,29 @@ impl Cluster {
         *guard = Some(cluster.clone());
         reaper::at_exit(shutdown_shared);
         Ok(cluster)
+    }
+
+    fn worker_view(view: ClusterView) -> Cluster {
+        Cluster {
+            backend: Box::new(external::WorkerView {
+                kind: view.backend,
+                bootstrap: view.bootstrap,
+            }),
+            brokers: view.brokers,
+            prefix: view.prefix,
+            ready_timeout: Duration::from_secs(10),
+            reason: "worker process: the orchestrator's cluster".into(),
+        }
+    }
+
+    /// What a worker process needs to know of this cluster.
+    pub(crate) fn view(&self) -> ClusterView {
+        ClusterView {
+            bootstrap: self.bootstrap_servers(),
+            backend: self.backend(),
+            brokers: self.broker_count(),
+            prefix: self.prefix().to_string(),
+        }
     }
 
     /// Which backend this cluster runs on.

@@ -309,6 +309,25 @@ impl Harness {
                 None => simplify = false,
             }
         }
+        // A fault that never fired in the failing run cannot be its cause: drop them all and
+        // keep the smaller schedule if it still fails the same way.
+        let unfired = skipped_faults(&result.trace);
+        if !unfired.is_empty() {
+            let mut candidate = schedule.clone();
+            for f in &unfired {
+                if let Some(i) = candidate.faults.iter().position(|g| g == f) {
+                    candidate.faults.remove(i);
+                }
+            }
+            if candidate.faults.len() < schedule.faults.len() {
+                if let Some((r, d)) = self.fails_with(runner, &candidate, kind, tries, next_case)? {
+                    schedule = candidate;
+                    result = r;
+                    dir = d;
+                    steps += 1;
+                }
+            }
+        }
         let found = Found {
             schedule,
             result,
@@ -427,16 +446,28 @@ struct Found {
     original: Option<Schedule>,
 }
 
+/// The faults a run recorded as never fired.
+fn skipped_faults(trace: &Trace) -> Vec<crate::Fault> {
+    trace
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::FaultSkipped { fault } => Some(fault.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A failure that only shows a loss waiting to happen.
 fn is_latent(kind: Option<ViolationKind>) -> bool {
     kind == Some(ViolationKind::CommittedTooFar)
 }
 
 /// Schedules that turn a "committed too far" into the loss it waits for: the failing schedule
-/// plus a crash at the next crash points the committing incarnation hit after the commit (at
-/// most 3). Only when that incarnation is the one that ran the schedule's last fault group and
-/// that group has no terminal fault, so the added crash lands in the same incarnation at the
-/// same hit.
+/// with a crash at one of the next crash points (at most 3) the committing incarnation hit
+/// after the commit. The crash joins the fault group that incarnation ran, replacing that
+/// group's own terminal fault if that one never fired (it ended the incarnation later, or not
+/// at all), so it lands in the same incarnation at the same hit.
 fn realizations(schedule: &Schedule, failed: &CaseResult) -> Vec<Schedule> {
     use crate::check::Violation;
     let Some((inc, at_us)) = failed.verdict.violations.iter().find_map(|v| match v {
@@ -446,21 +477,6 @@ fn realizations(schedule: &Schedule, failed: &CaseResult) -> Vec<Schedule> {
         return Vec::new();
     };
     let trace = &failed.trace;
-    let groups = schedule.incarnations();
-    let last = groups.last().cloned().unwrap_or_default();
-    if last.iter().any(|f| f.is_terminal()) {
-        return Vec::new();
-    }
-    // The incarnation that ran the last group: the first primary started with it.
-    let Some(runner_of_last) = trace.events.iter().find_map(|e| match &e.kind {
-        EventKind::Started {
-            primary: true,
-            faults,
-        } if *faults == last => Some(e.inc),
-        _ => None,
-    }) else {
-        return Vec::new();
-    };
     // The committer: a worker-reported commit names it; a broker-seen one is the primary
     // running at the time.
     let committer = if inc != 0 {
@@ -471,15 +487,44 @@ fn realizations(schedule: &Schedule, failed: &CaseResult) -> Vec<Schedule> {
             .iter()
             .rev()
             .filter(|e| e.at_us <= at_us)
-            .filter_map(|e| match &e.kind {
+            .find_map(|e| match &e.kind {
                 EventKind::Started { primary: true, .. } => Some(e.inc),
                 _ => None,
             })
-            .next()
             .unwrap_or(0)
     };
-    if committer != runner_of_last {
+    // Which group it ran: primaries start with the schedule's groups in order.
+    let mut groups = schedule.incarnations();
+    let primaries: Vec<u32> = trace
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Started { primary: true, .. } => Some(e.inc),
+            _ => None,
+        })
+        .collect();
+    let Some(index) = primaries.iter().position(|i| *i == committer) else {
         return Vec::new();
+    };
+    let fired_before_commit = trace.events.iter().any(|e| {
+        e.inc == committer
+            && e.at_us <= at_us
+            && matches!(
+                e.kind,
+                EventKind::Crashed { .. }
+                    | EventKind::CrashedAfter { .. }
+                    | EventKind::Killed { .. }
+            )
+    });
+    if fired_before_commit {
+        return Vec::new();
+    }
+    if index >= groups.len() {
+        // A drain worker (after every group): a new group of its own.
+        if index > groups.len() {
+            return Vec::new();
+        }
+        groups.push(Vec::new());
     }
     let mut out: Vec<Schedule> = Vec::new();
     for e in trace
@@ -487,17 +532,23 @@ fn realizations(schedule: &Schedule, failed: &CaseResult) -> Vec<Schedule> {
         .iter()
         .filter(|e| e.inc == committer && e.at_us > at_us)
     {
-        if let EventKind::CrashPointHit { point, hit } = &e.kind {
-            let candidate = schedule.clone().fault(crate::Fault::Crash {
-                point: point.clone(),
-                hit: *hit,
-            });
-            if !out.contains(&candidate) {
-                out.push(candidate);
-            }
-            if out.len() == 3 {
-                break;
-            }
+        let EventKind::CrashPointHit { point, hit } = &e.kind else {
+            continue;
+        };
+        let mut with_crash = groups.clone();
+        let group = &mut with_crash[index];
+        group.retain(|f| !f.is_terminal());
+        group.push(crate::Fault::Crash {
+            point: point.clone(),
+            hit: *hit,
+        });
+        let mut candidate = schedule.clone();
+        candidate.faults = with_crash.into_iter().flatten().collect();
+        if !out.contains(&candidate) {
+            out.push(candidate);
+        }
+        if out.len() == 3 {
+            break;
         }
     }
     out

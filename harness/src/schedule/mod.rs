@@ -20,7 +20,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use strategy::{FaultKinds, ScheduleSpace, ANCHOR_REVOKE, ANCHOR_SINK_OUTAGE};
+pub use strategy::{FaultKinds, ScheduleSpace, ANCHOR_REVOKE, ANCHOR_SINK_OUTAGE, ANY_POINT};
 
 use crate::{Error, Result};
 
@@ -203,7 +203,10 @@ impl Fault {
         match self {
             Fault::Crash { point, .. } | Fault::RebalanceAt { point, .. } => vec![point],
             Fault::CrashAfter { after, point, .. } | Fault::RebalanceAfter { after, point, .. } => {
-                vec![after, point]
+                // `*` is any point, not a name to look up.
+                std::iter::once(after.as_str())
+                    .chain((point != ANY_POINT).then_some(point.as_str()))
+                    .collect()
             }
             _ => Vec::new(),
         }
@@ -222,7 +225,7 @@ impl std::fmt::Display for Fault {
             Fault::KillAfterEffects { effects } => write!(f, "kill after {effects} effects"),
             Fault::KillAfterMillis { millis } => write!(f, "kill after {millis} ms"),
             Fault::CrashAfter { after, point, hit } => {
-                write!(f, "crash at `{point}` hit #{hit} after `{after}`")
+                write!(f, "crash at {} after `{after}`", relative_hit(point, *hit))
             }
             Fault::SinkFailure {
                 write,
@@ -248,7 +251,11 @@ impl std::fmt::Display for Fault {
                 write!(f, "rebalance at `{point}` hit #{hit}")
             }
             Fault::RebalanceAfter { after, point, hit } => {
-                write!(f, "rebalance at `{point}` hit #{hit} after `{after}`")
+                write!(
+                    f,
+                    "rebalance at {} after `{after}`",
+                    relative_hit(point, *hit)
+                )
             }
             Fault::BrokerRestart {
                 broker,
@@ -260,6 +267,15 @@ impl std::fmt::Display for Fault {
                 )
             }
         }
+    }
+}
+
+/// "`before-sink-write` hit #2", or for `*`, "crash-point hit #2 (any point)".
+fn relative_hit(point: &str, hit: u32) -> String {
+    if point == ANY_POINT {
+        format!("crash-point hit #{hit} (any point)")
+    } else {
+        format!("`{point}` hit #{hit}")
     }
 }
 

@@ -8,6 +8,10 @@ use proptest::sample::select;
 
 use super::{Fault, Schedule, SinkFailure, Workload, SCHEDULE_VERSION};
 
+/// In a relative fault, `*` as the point counts hits of every crash point: "the first thing
+/// the consumer does after the revoke".
+pub const ANY_POINT: &str = "*";
+
 /// The anchor a relative crash counts from after a rebalance: the built-in `revoke` point.
 pub const ANCHOR_REVOKE: &str = "revoke";
 /// The anchor a relative crash counts from after a sink outage began (a pseudo-point the
@@ -183,15 +187,25 @@ impl ScheduleSpace {
             select(points)
                 .prop_flat_map(move |(point, max_hit)| (Just(point), 1..=max_hit.clamp(1, max)))
         };
-        // A crash that follows a related fault lands soon after it: a few hits of a point.
+        // A fault that follows a related one lands soon after it: at the first few crash-point
+        // hits after it — of any point (`*`, half the time) or of a named one — hit 1 most often.
+        let mut relative_points = vec![(ANY_POINT.to_string(), u32::MAX)];
+        relative_points.extend(points.iter().cloned());
+        let soon_after = move || {
+            let any = Just(ANY_POINT.to_string());
+            let named = select(relative_points.clone()).prop_map(|(p, _)| p);
+            let point = prop_oneof![any, named];
+            let hit = prop_oneof![3 => Just(1u32), 1 => 2u32..=4];
+            (point, hit)
+        };
         let crash_after = |after: &'static str| {
-            proptest::option::of(at_point(points.clone(), 4).prop_map(move |(point, hit)| {
-                Fault::CrashAfter {
+            proptest::option::of(
+                soon_after().prop_map(move |(point, hit)| Fault::CrashAfter {
                     after: after.to_string(),
                     point,
                     hit,
-                }
-            }))
+                }),
+            )
         };
         let mut options: Vec<BoxedStrategy<Vec<Fault>>> = Vec::new();
         if k.crashes && !points.is_empty() {
@@ -241,7 +255,7 @@ impl ScheduleSpace {
             }
             if k.rebalances && !points.is_empty() {
                 follow.push(
-                    proptest::option::of(at_point(points.clone(), 4).prop_map(|(point, hit)| {
+                    proptest::option::of(soon_after().prop_map(|(point, hit)| {
                         Fault::RebalanceAfter {
                             after: ANCHOR_SINK_OUTAGE.to_string(),
                             point,

@@ -76,7 +76,7 @@ impl WorkerCtx {
     /// The harness's consumer config: bootstrap servers, group, and fast-test defaults.
     pub fn consumer_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.spec.bootstrap)
+        c.set("bootstrap.servers", &self.spec.cluster.bootstrap)
             .set("group.id", &self.spec.group);
         for (k, v) in CONSUMER_DEFAULTS {
             c.set(*k, *v);
@@ -121,7 +121,7 @@ impl WorkerCtx {
         user: &ClientConfig,
     ) -> Result<TransactionalProducer, WorkerError> {
         let mut base = ClientConfig::new();
-        base.set("bootstrap.servers", &self.spec.bootstrap)
+        base.set("bootstrap.servers", &self.spec.cluster.bootstrap)
             .set("transactional.id", &self.spec.transactional_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")

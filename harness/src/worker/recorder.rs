@@ -204,7 +204,7 @@ impl Recorder {
             for (r, count) in self.relative.iter().zip(counts.iter_mut()) {
                 match count {
                     None if r.after == point => *count = Some(0),
-                    Some(n) if r.point == point => {
+                    Some(n) if r.point == point || r.point == crate::schedule::ANY_POINT => {
                         *n += 1;
                         if *n == r.hit {
                             fire.push(r.clone());

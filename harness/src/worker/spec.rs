@@ -9,8 +9,9 @@ use crate::schedule::Fault;
 use crate::trace::Incarnation;
 use crate::{Error, Result};
 
+use crate::cluster::ClusterView;
 /// Environment variable that puts a process in worker mode.
-pub(crate) const ENV_SPEC: &str = "KAFKA_HARNESS_WORKER_SPEC";
+pub(crate) use crate::cluster::ENV_WORKER_SPEC as ENV_SPEC;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct WorkerSpec {
@@ -18,11 +19,10 @@ pub(crate) struct WorkerSpec {
     pub name: String,
     pub inc: Incarnation,
     pub primary: bool,
-    pub bootstrap: String,
+    /// Where the orchestrator's cluster is (also read by `Cluster::shared` in the worker).
+    #[serde(flatten)]
+    pub cluster: ClusterView,
     /// The orchestrator's cluster, so `Cluster::shared()` in a worker reuses it.
-    pub backend: crate::cluster::BackendKind,
-    pub brokers: usize,
-    pub prefix: String,
     pub topic: String,
     pub output_topic: String,
     pub group: String,

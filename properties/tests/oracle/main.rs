@@ -1,8 +1,10 @@
 //! The one-call API end to end on the cluster `Cluster::from_env()` gives: many generated
 //! cases for a correct consumer, and clear errors for bad replay files.
 
+use std::sync::Arc;
+
 use kafka_harness::schedule::Schedule;
-use kafka_harness::{Error, Guarantee, Harness, Outcome};
+use kafka_harness::{Cluster, ClusterConfig, Error, Guarantee, Harness, Outcome};
 use kafka_harness_fixtures::{at_least_once, Fixture};
 
 #[test]
@@ -73,4 +75,44 @@ fn an_unknown_crash_point_in_a_schedule_file_is_named() {
         err.to_string().contains("after-poll, after-commit"),
         "{err}"
     );
+}
+
+/// A saved schedule is a regression test: one whose crash point no longer exists (renamed in
+/// the code) must fail its replay, naming the fault and the points that do exist — it used to
+/// run and pass.
+#[test]
+fn replaying_a_schedule_whose_fault_never_fires_fails_naming_it_and_the_points_that_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("renamed.json");
+    let json = r#"{"version":1,"workload":{"messages":3,"partitions":1,"keys":3},"faults":[{"fault":"crash","point":"no-such-point","hit":1}]}"#;
+    std::fs::write(&path, json).unwrap();
+    let err = Harness::new(Guarantee::AtLeastOnce)
+        .name("vacuous_replay")
+        .replay(&path, at_least_once)
+        .unwrap_err();
+    assert!(matches!(err, Error::ReplayVacuous { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("renamed.json"), "{text}");
+    assert!(text.contains("crash at `no-such-point` hit #1"), "{text}");
+    assert!(text.contains("`after-poll` (3)"), "{text}");
+    assert!(text.contains("`after-commit` (3)"), "{text}");
+}
+
+/// The documented `.cluster(…)` path on a cluster started just now: "ready" must include a
+/// group coordinator that answers (it used to fail at once with `NotCoordinator` while
+/// reading committed offsets).
+#[test]
+fn a_check_runs_on_a_cluster_started_just_before_it() {
+    let config = ClusterConfig::from_env().unwrap();
+    let cluster = Arc::new(Cluster::start(config).unwrap());
+    let outcome = Harness::new(Guarantee::AtLeastOnce)
+        .name("fresh_cluster")
+        .cluster(cluster)
+        .cases(4)
+        .check(at_least_once);
+    match outcome {
+        Ok(Outcome::Passed(s)) => assert_eq!(s.cases, 4, "{s}"),
+        Ok(Outcome::Failed(r)) => panic!("{r}"),
+        Err(e) => panic!("{e}"),
+    }
 }
