@@ -270,6 +270,12 @@ impl std::fmt::Display for Fault {
     }
 }
 
+/// The after-poll point name generation favours for rebalances (see the strategy).
+#[cfg(test)]
+pub(crate) fn strategy_after_poll() -> &'static str {
+    strategy::AFTER_POLL
+}
+
 /// "`before-sink-write` hit #2", or for `*`, "crash-point hit #2 (any point)".
 fn relative_hit(point: &str, hit: u32) -> String {
     if point == ANY_POINT {

@@ -8,6 +8,10 @@ use proptest::sample::select;
 
 use super::{Fault, Schedule, SinkFailure, Workload, SCHEDULE_VERSION};
 
+/// The built-in point right after a poll returned (`worker::points::AFTER_POLL`; named here so
+/// that `schedule` needs nothing from `worker`, and a test checks the two agree).
+pub(crate) const AFTER_POLL: &str = "after-poll";
+
 /// In a relative fault, `*` as the point counts hits of every crash point: "the first thing
 /// the consumer does after the revoke".
 pub const ANY_POINT: &str = "*";
@@ -284,8 +288,23 @@ impl ScheduleSpace {
                         .boxed(),
                 ));
             } else {
-                let rebalance = at_point(points.clone(), u32::MAX)
-                    .prop_map(|(point, hit)| Fault::RebalanceAt { point, hit });
+                // Half the time right after a poll, where a consumer holds records it has not
+                // processed yet — the moment a revoke hurts; otherwise at any point.
+                let after_poll: Vec<(String, u32)> = points
+                    .iter()
+                    .filter(|(p, _)| p == AFTER_POLL)
+                    .cloned()
+                    .collect();
+                let rebalance = if after_poll.is_empty() {
+                    at_point(points.clone(), u32::MAX).boxed()
+                } else {
+                    prop_oneof![
+                        at_point(after_poll, u32::MAX),
+                        at_point(points.clone(), u32::MAX)
+                    ]
+                    .boxed()
+                }
+                .prop_map(|(point, hit)| Fault::RebalanceAt { point, hit });
                 let then = if k.crashes {
                     crash_after(ANCHOR_REVOKE).boxed()
                 } else {

@@ -296,3 +296,112 @@ pub(crate) fn die() -> ! {
         std::thread::park();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::ANY_POINT;
+
+    fn recorder(dir: &Path, faults: &[Fault]) -> Recorder {
+        Recorder::open(&dir.join("trace.jsonl"), 0, 1, faults, &dir.join("stop")).unwrap()
+    }
+
+    fn events(dir: &Path) -> Vec<EventKind> {
+        std::fs::read_to_string(dir.join("trace.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Event>(l).unwrap().kind)
+            .collect()
+    }
+
+    #[test]
+    fn the_schedule_and_the_worker_agree_on_the_after_poll_point() {
+        assert_eq!(
+            crate::schedule::strategy_after_poll(),
+            crate::worker::points::AFTER_POLL
+        );
+    }
+
+    #[test]
+    fn an_outage_of_k_writes_fails_exactly_those_writes_retries_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = recorder(
+            dir.path(),
+            &[Fault::SinkFailure {
+                write: 3,
+                failure: SinkFailure::Transient,
+                writes: 2,
+                millis: None,
+            }],
+        );
+        let failing: Vec<u32> = (1..=6).filter(|w| r.sink_failure(*w).is_some()).collect();
+        assert_eq!(failing, vec![3, 4]);
+    }
+
+    #[test]
+    fn a_timed_outage_fails_every_write_until_it_is_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = recorder(
+            dir.path(),
+            &[Fault::SinkFailure {
+                write: 2,
+                failure: SinkFailure::Permanent,
+                writes: 1,
+                millis: Some(150),
+            }],
+        );
+        assert_eq!(r.sink_failure(1), None);
+        assert_eq!(r.sink_failure(2), Some(SinkFailure::Permanent));
+        assert_eq!(r.sink_failure(3), Some(SinkFailure::Permanent));
+        assert_eq!(r.sink_failure(4), Some(SinkFailure::Permanent));
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(r.sink_failure(5), None);
+    }
+
+    /// "The 2nd hit of any point after the revoke": the anchor's own hit does not count, hits
+    /// before the anchor do not count, and the worker waits there for the rebalance.
+    #[test]
+    fn a_relative_rebalance_counts_hits_from_its_anchor_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = recorder(
+            dir.path(),
+            &[Fault::RebalanceAfter {
+                after: "revoke".into(),
+                point: ANY_POINT.into(),
+                hit: 2,
+            }],
+        );
+        // The orchestrator's go is already there: the wait returns at once.
+        std::fs::write(go_path_of(&dir.path().join("stop")), b"go").unwrap();
+        for p in [
+            "after-poll",
+            "after-poll",
+            "revoke",
+            "before-commit",
+            "after-commit",
+        ] {
+            r.crash_point(p);
+        }
+        let requested: Vec<(String, u32)> = events(dir.path())
+            .into_iter()
+            .filter_map(|k| match k {
+                EventKind::RebalanceRequested { point, hit } => Some((point, hit)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(requested, vec![(ANY_POINT.to_string(), 2)]);
+        // It was requested right after the 2nd hit after the anchor (`after-commit`).
+        let kinds = events(dir.path());
+        let at = kinds
+            .iter()
+            .position(|k| matches!(k, EventKind::RebalanceRequested { .. }))
+            .unwrap();
+        assert!(
+            matches!(&kinds[at - 1], EventKind::CrashPointHit { point, .. } if point == "after-commit")
+        );
+        assert!(
+            !go_path_of(&dir.path().join("stop")).exists(),
+            "the go file is consumed"
+        );
+    }
+}
