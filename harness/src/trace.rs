@@ -197,7 +197,7 @@ pub enum EventKind {
     CrashedAfter {
         /// The point whose first hit started the count.
         after: String,
-        /// Point name.
+        /// The point it crashed at (the one hit, also for a `*` fault).
         point: String,
         /// Hit (counted from `after`) that fired.
         hit: u32,

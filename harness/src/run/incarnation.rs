@@ -80,6 +80,11 @@ impl Running {
     }
 }
 
+/// Whether a fault's `point` names the point an event recorded (`*` names every point).
+fn names(point: &str, recorded: &str) -> bool {
+    point == crate::schedule::ANY_POINT || point == recorded
+}
+
 /// Whether the worker-side fault `f` fired, judged from the worker's own events.
 fn fired_in_worker(f: &Fault, events: &[Event]) -> Option<bool> {
     let any = |pred: &dyn Fn(&EventKind) -> bool| events.iter().any(|e| pred(&e.kind));
@@ -89,13 +94,13 @@ fn fired_in_worker(f: &Fault, events: &[Event]) -> Option<bool> {
         }
         Fault::CrashAfter { after, point, hit } => any(&|k| {
             matches!(k, EventKind::CrashedAfter { after: a, point: p, hit: h }
-                if a == after && p == point && h == hit)
+                if a == after && names(point, p) && h == hit)
         }),
         Fault::SinkFailure { write, .. } => {
             any(&|k| matches!(k, EventKind::SinkFailed { write: w, .. } if w == write))
         }
         Fault::RebalanceAt { point, hit } | Fault::RebalanceAfter { point, hit, .. } => any(
-            &|k| matches!(k, EventKind::RebalanceRequested { point: p, hit: h } if p == point && h == hit),
+            &|k| matches!(k, EventKind::RebalanceRequested { point: p, hit: h } if names(point, p) && h == hit),
         ),
         // The orchestrator's own faults: it knows whether it fired them.
         Fault::KillAfterEffects { .. }

@@ -215,12 +215,13 @@ impl Recorder {
             }
         }
         for r in fire.iter().filter(|r| !r.crash) {
-            self.wait_for_rebalance(&r.point, r.hit);
+            // The point actually hit (a `*` fault names no point).
+            self.wait_for_rebalance(point, r.hit);
         }
         if let Some(r) = fire.into_iter().find(|r| r.crash) {
             self.record(EventKind::CrashedAfter {
                 after: r.after,
-                point: r.point,
+                point: point.to_string(),
                 hit: r.hit,
             });
             die();
@@ -389,7 +390,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(requested, vec![(ANY_POINT.to_string(), 2)]);
+        assert_eq!(requested, vec![("after-commit".to_string(), 2)]);
         // It was requested right after the 2nd hit after the anchor (`after-commit`).
         let kinds = events(dir.path());
         let at = kinds
