@@ -274,3 +274,70 @@ fn broker_faults_the_embedded_mock_cannot_inject_are_clear_errors() -> Result<()
     assert!(err.to_string().contains("broker 5 does not exist"), "{err}");
     Ok(())
 }
+
+/// A member commits while the group rebalances because a second member joined: a real broker
+/// accepts it (the generation is still current), the mock refuses it. This is the fact behind
+/// `BackendKind::commits_during_rebalance_faithful`; if a librdkafka upgrade changes it, this
+/// test says so.
+fn commit_during_join(c: &Cluster) -> Result<std::result::Result<(), String>> {
+    let topic = c.topic_name("join-commit");
+    let group = c.topic_name("join-commit.group");
+    c.create_topic(&topic, 1)?;
+    produce(c, &topic, 0..4)?;
+    let first = consumer(c, &group, &[])?;
+    first.subscribe(&[&topic])?;
+    let got = read(&first, 4, Duration::from_secs(30))?;
+    assert_eq!(got.len(), 4, "the first member reads the topic");
+    let second = consumer(c, &group, &[])?;
+    second.subscribe(&[&topic])?;
+    // The second member's JoinGroup is sent by librdkafka's own thread; wait until the group
+    // rebalances (a real broker says so; the mock cannot describe groups, so give it time).
+    let probe: BaseConsumer = c.client_config().create()?;
+    let t = Instant::now();
+    let mut rebalancing = false;
+    while t.elapsed() < Duration::from_secs(15) && !rebalancing {
+        if let Ok(list) = probe.fetch_group_list(Some(&group), Duration::from_secs(5)) {
+            rebalancing = list
+                .groups()
+                .first()
+                .is_some_and(|g| g.state() == "PreparingRebalance");
+        } else if t.elapsed() > Duration::from_millis(1500) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if c.backend() != BackendKind::Embedded {
+        assert!(
+            rebalancing,
+            "the broker never reported the group rebalancing"
+        );
+    }
+    // The first member has not polled since: its generation is the current one.
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(4))?;
+    let result = first
+        .commit(&tpl, CommitMode::Sync)
+        .map_err(|e| e.to_string());
+    drop(second);
+    drop(first);
+    c.delete_topics(&[&topic])?;
+    Ok(result)
+}
+
+#[test]
+fn a_commit_during_a_join_rebalance_lands_on_a_real_broker_and_is_refused_by_the_mock() -> Result<()>
+{
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    for kind in available() {
+        let (c, _) = start(kind, 1)?;
+        let result = commit_during_join(&c)?;
+        eprintln!("MEASURE {kind}: commit during a join rebalance: {result:?}");
+        if kind.commits_during_rebalance_faithful() {
+            assert_eq!(result, Ok(()), "{kind}: a real broker accepts the commit");
+        } else {
+            let err = result.expect_err("the mock refuses the commit");
+            assert!(err.contains("RebalanceInProgress"), "{kind}: {err}");
+        }
+    }
+    Ok(())
+}
