@@ -32,6 +32,17 @@ pub use harness::{CaseResult, Harness, Outcome, Summary};
 pub use report::Report;
 pub use run::Timing;
 pub use schedule::{Fault, FaultKinds, Schedule, Workload};
+pub use worker::crash_point;
+
+/// A named crash point, callable anywhere in the consumer's code: `crash_point!("after-charge")`.
+/// The same as [`crash_point()`]: in a worker process the schedule may SIGKILL the process at
+/// its n-th hit; elsewhere it does nothing.
+#[macro_export]
+macro_rules! crash_point {
+    ($name:expr) => {
+        $crate::crash_point($name)
+    };
+}
 
 /// The names a worker function and a test need.
 pub mod prelude {

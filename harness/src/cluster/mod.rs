@@ -21,6 +21,7 @@ mod external;
 mod local;
 mod props;
 mod reaper;
+pub(crate) use reaper::at_exit;
 
 use std::fmt;
 use std::str::FromStr;

@@ -117,6 +117,8 @@ pub struct Harness {
     failure_dir: Option<PathBuf>,
     seed: Option<String>,
     parallel: Option<u32>,
+    payload: Option<crate::run::PayloadFn>,
+    fail_points: Vec<String>,
 }
 
 fn env_u32(name: &str) -> Option<u32> {
@@ -148,6 +150,8 @@ impl Harness {
             failure_dir: None,
             seed: None,
             parallel: None,
+            payload: None,
+            fail_points: Vec::new(),
         }
     }
 
@@ -220,6 +224,41 @@ impl Harness {
         self
     }
 
+    /// The payload of workload message `id` with `key`, in the consumer's own format (e.g.
+    /// its JSON event), so its deserializer runs. The harness identifies messages by the
+    /// [`crate::worker::ID_HEADER`] header it adds, never by the payload. Default: `"{id}:{key}"`.
+    ///
+    /// ```
+    /// use kafka_harness::{Guarantee, Harness};
+    /// let h = Harness::new(Guarantee::AtLeastOnce).payload(|id, key| {
+    ///     format!(r#"{{"order_id":{id},"customer":"{key}","amount_cents":{}}}"#, 100 + id).into_bytes()
+    /// });
+    /// # let _ = h;
+    /// ```
+    pub fn payload<F>(mut self, generate: F) -> Self
+    where
+        F: Fn(u64, &str) -> Vec<u8> + Send + Sync + 'static,
+    {
+        self.payload = Some(Arc::new(generate));
+        self
+    }
+
+    /// The consumer's own `fail::fail_point!`s (the `fail` crate) to schedule as crash points,
+    /// by name: fail points cannot be enumerated, so discovery counts exactly these. In the
+    /// worker each becomes a `fail::cfg_callback` that counts the hit and may SIGKILL, like
+    /// [`crate::crash_point()`]. Needs this crate's `fail` feature (which turns on
+    /// `fail/failpoints` for the build); without it the check fails with a clear error.
+    ///
+    /// ```
+    /// use kafka_harness::{Guarantee, Harness};
+    /// let h = Harness::new(Guarantee::AtLeastOnce).fail_points(&["db-commit", "after-charge"]);
+    /// # let _ = h;
+    /// ```
+    pub fn fail_points(mut self, names: &[&str]) -> Self {
+        self.fail_points = names.iter().map(|n| n.to_string()).collect();
+        self
+    }
+
     /// Cases run side by side on the shared cluster (generation, the `k` tries of a shrink
     /// step, confirmation re-runs; shrink steps themselves are sequential). Default: env
     /// `KAFKA_HARNESS_PARALLEL`, else 4 × the machine's cores (2 to 16). Use 1 for a consumer
@@ -273,6 +312,13 @@ impl Harness {
     }
 
     fn cluster_for_run(&self) -> Result<Arc<Cluster>> {
+        if !self.fail_points.is_empty() && !cfg!(feature = "fail") {
+            return Err(Error::Config(format!(
+                "fail points {:?} need kafka-harness's `fail` feature: \
+                 kafka-harness = {{ version = \"…\", features = [\"fail\"] }}",
+                self.fail_points
+            )));
+        }
         let cluster = match &self.cluster {
             Some(c) => c.clone(),
             None => Cluster::shared()?,
@@ -305,6 +351,8 @@ impl Harness {
             sink: self.sink.clone(),
             timing: self.timing,
             producer: Default::default(),
+            payload: self.payload.clone(),
+            fail_points: self.fail_points.clone(),
         }
     }
 

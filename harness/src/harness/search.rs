@@ -328,6 +328,38 @@ impl Harness {
                 }
             }
         }
+        // proptest's shrink budget can run out with a fault still removable, or with an outage
+        // still timed: finish with one-fault deletions and deterministic outages, all tried
+        // side by side, until no single step keeps the failure.
+        let mut rounds = 0;
+        while rounds < MINIMIZE_ROUNDS && started.elapsed() < max_time {
+            rounds += 1;
+            let candidates = simpler_schedules(&schedule);
+            if candidates.is_empty() {
+                break;
+            }
+            let jobs = candidates
+                .iter()
+                .map(|c| (c.clone(), next_case()))
+                .collect();
+            let mut accepted = false;
+            for (candidate, outcome) in candidates.into_iter().zip(self.run_batch(runner, jobs)) {
+                let (r, d) = outcome?;
+                if !accepted
+                    && !r.verdict.holds()
+                    && kind.is_none_or(|k| r.verdict.kinds().contains(&k))
+                {
+                    schedule = candidate;
+                    result = r;
+                    dir = d;
+                    steps += 1;
+                    accepted = true;
+                }
+            }
+            if !accepted {
+                break;
+            }
+        }
         let found = Found {
             schedule,
             result,
@@ -444,6 +476,54 @@ struct Found {
     dir: tempfile::TempDir,
     /// The generated schedule before shrinking, if it was shrunk.
     original: Option<Schedule>,
+}
+
+/// Rounds of [`simpler_schedules`] after proptest's shrinking.
+const MINIMIZE_ROUNDS: u32 = 6;
+
+/// One step simpler than `schedule`, most valuable first: each fault removed (when more than
+/// one), then each timed sink outage made a count of plain transient failures (which replays
+/// without depending on timing).
+fn simpler_schedules(schedule: &Schedule) -> Vec<Schedule> {
+    let mut out = Vec::new();
+    if schedule.faults.len() > 1 {
+        for i in 0..schedule.faults.len() {
+            let mut c = schedule.clone();
+            c.faults.remove(i);
+            out.push(c);
+        }
+    }
+    for (i, f) in schedule.faults.iter().enumerate() {
+        if let crate::Fault::SinkFailure {
+            write,
+            failure,
+            writes,
+            millis,
+        } = f
+        {
+            let timed = millis.is_some();
+            if !timed && matches!(failure, crate::schedule::SinkFailure::Transient) {
+                continue;
+            }
+            // A timed outage covered the write and maybe its retries: try one more write too.
+            let lengths = if timed {
+                vec![*writes, writes + 1]
+            } else {
+                vec![*writes]
+            };
+            for n in lengths {
+                let mut c = schedule.clone();
+                c.faults[i] = crate::Fault::SinkFailure {
+                    write: *write,
+                    failure: crate::schedule::SinkFailure::Transient,
+                    writes: n,
+                    millis: None,
+                };
+                out.push(c);
+            }
+        }
+    }
+    out
 }
 
 /// The faults a run recorded as never fired.
@@ -624,4 +704,56 @@ fn seed() -> [u8; 32] {
 
 fn hex(seed: &[u8; 32]) -> String {
     seed.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::SinkFailure;
+    use crate::{Fault, Workload};
+
+    #[test]
+    fn simpler_schedules_remove_one_fault_each_then_make_timed_outages_counted() {
+        let outage = Fault::SinkFailure {
+            write: 3,
+            failure: SinkFailure::Hang { millis: 900 },
+            writes: 1,
+            millis: Some(40),
+        };
+        let crash = Fault::Crash {
+            point: "after-commit".into(),
+            hit: 1,
+        };
+        let s = Schedule {
+            faults: vec![outage.clone(), crash.clone()],
+            ..Schedule::new(Workload::default())
+        };
+        let c = simpler_schedules(&s);
+        assert_eq!(c.len(), 4, "{c:?}");
+        assert_eq!(c[0].faults, vec![crash.clone()]);
+        assert_eq!(c[1].faults, vec![outage]);
+        for (n, candidate) in c[2..].iter().enumerate() {
+            assert_eq!(
+                candidate.faults[0],
+                Fault::SinkFailure {
+                    write: 3,
+                    failure: SinkFailure::Transient,
+                    writes: 1 + n as u32,
+                    millis: None
+                }
+            );
+            assert_eq!(candidate.faults[1], crash);
+        }
+        // A single counted transient outage is as simple as it gets.
+        let done = Schedule {
+            faults: vec![Fault::SinkFailure {
+                write: 1,
+                failure: SinkFailure::Transient,
+                writes: 2,
+                millis: None,
+            }],
+            ..Schedule::new(Workload::default())
+        };
+        assert!(simpler_schedules(&done).is_empty());
+    }
 }

@@ -251,6 +251,7 @@ impl Case<'_> {
             transactional_id: format!("{}.txn", self.topic),
             partitions: self.schedule.workload.partitions,
             faults: faults.to_vec(),
+            fail_points: self.runner.fail_points.clone(),
             epoch_us: self.epoch_us,
             case_dir: self.dir.clone(),
             trace_path: trace_path.clone(),

@@ -27,7 +27,7 @@ use crate::cluster::Cluster;
 use crate::schedule::Schedule;
 use crate::sink::{ReadBackContext, SinkFactory};
 use crate::trace::{
-    monotonic_us, CaseInfo, Event, EventKind, Incarnation, Phase, SinkSemantics, Trace,
+    monotonic_us, CaseInfo, Event, EventKind, Incarnation, MessageRef, Phase, SinkSemantics, Trace,
 };
 use crate::worker::Launch;
 use crate::{Error, Result};
@@ -82,7 +82,14 @@ pub(crate) struct CaseRunner {
     pub producer: WorkloadProducer,
     /// Deletes finished cases' topics and groups in the background.
     pub cleanup: Cleanup,
+    /// The user's payload for message `(id, key)`; `None`: `"{id}:{key}"`.
+    pub payload: Option<PayloadFn>,
+    /// The `fail` crate's fail points workers serve as crash points.
+    pub fail_points: Vec<String>,
 }
+
+/// A payload generator: message id and key to the bytes the consumer will deserialize.
+pub type PayloadFn = Arc<dyn Fn(u64, &str) -> Vec<u8> + Send + Sync>;
 
 /// The result of running one case.
 pub(crate) struct CaseOutcome {
@@ -206,6 +213,9 @@ impl CaseRunner {
             seen: vec![None; schedule.workload.partitions.max(0) as usize],
             seen_at_us: 0,
         };
+        self.sink
+            .prepare(dir)
+            .map_err(|e| Error::Sink(format!("preparing the `{}` sink: {e}", self.sink.name())))?;
         let t = Instant::now();
         case.produce()?;
         case.phases.push(phase("produce", t));
@@ -239,9 +249,17 @@ impl CaseRunner {
             client: self.cluster.client_config(),
             output_topic: output,
         })?;
-        for (stamp, msg) in back.applied {
+        // A sink the user's own code wrote (e.g. `PostgresSink`) knows ids only: its rows take
+        // the message's place from the workload and the read-back's time.
+        let produced: std::collections::HashMap<u64, MessageRef> =
+            trace.produced().map(|(m, _)| (m.id, *m)).collect();
+        let read_at = monotonic_us().saturating_sub(case.epoch_us);
+        for (stamp, mut msg) in back.applied {
+            if msg.offset < 0 {
+                msg = produced.get(&msg.id).copied().unwrap_or(msg);
+            }
             trace.events.push(Event {
-                at_us: stamp.at_us,
+                at_us: stamp.at_us.min(read_at),
                 inc: stamp.inc,
                 kind: EventKind::Applied { msg },
             });

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::Consumer as _;
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
@@ -15,7 +15,7 @@ use rdkafka::ClientContext;
 use super::Case;
 use crate::cluster::Cluster;
 use crate::trace::{monotonic_us, Event, EventKind, MessageRef};
-use crate::worker::Record;
+use crate::worker::{Record, ID_HEADER};
 use crate::{Error, Result};
 
 /// Acknowledged `(id, partition, offset, time)` and failures of one case's messages.
@@ -83,11 +83,19 @@ impl Case<'_> {
         let deliveries = Arc::new(Deliveries::default());
         for id in 0..w.messages as u64 {
             let key = w.key_of(id);
-            let payload = Record::payload(id, &key);
+            let payload = match &self.runner.payload {
+                Some(generate) => generate(id, &key),
+                None => Record::default_payload(id, &key),
+            };
+            let id_text = id.to_string();
             let mut record =
                 BaseRecord::with_opaque_to(&self.topic, Box::new((id, deliveries.clone())))
                     .key(key.as_str())
-                    .payload(payload.as_str())
+                    .payload(&payload)
+                    .headers(OwnedHeaders::new().insert(Header {
+                        key: ID_HEADER,
+                        value: Some(&id_text),
+                    }))
                     .partition(w.partition_of(id));
             loop {
                 match producer.send(record) {

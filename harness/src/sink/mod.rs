@@ -10,12 +10,14 @@
 //! | [`UpsertSink`] | SQLite upsert on the business key | same transaction | last id per key |
 //! | [`AppendSink`] | SQLite insert (not idempotent) | same transaction | each input once |
 //! | [`OutputTopicSink`] | record on the output topic, in a Kafka transaction | the topic, read `read_committed` | each input once |
+//! | [`PostgresSink`] | the user's own SQL, by the user's own client | the user's rows, read back by the user's query | each input once, or last per key |
 //!
 //! Bring your own by implementing [`SinkFactory`] (opened in the worker, read back in the
 //! orchestrator) and [`Sink`].
 
 mod ledger;
 mod output;
+mod postgres;
 mod sqlite;
 
 use std::path::Path;
@@ -24,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use ledger::LedgerSink;
 pub use output::OutputTopicSink;
+pub use postgres::PostgresSink;
 pub use sqlite::{AppendSink, UpsertSink};
 
 use crate::trace::{Incarnation, MessageRef, SinkSemantics, StateRow};
@@ -112,6 +115,12 @@ pub trait SinkFactory: Send + Sync {
     fn name(&self) -> &str;
     /// What `S*` means for this sink.
     fn semantics(&self) -> SinkSemantics;
+    /// Set the sink up for a case, before any worker starts (orchestrator side): e.g. create
+    /// the case's schema. Default: nothing.
+    fn prepare(&self, _dir: &Path) -> crate::Result<()> {
+        Ok(())
+    }
+
     /// Open the sink in the case directory (worker side).
     fn open(&self, dir: &Path) -> Result<Box<dyn Sink>, SinkError>;
     /// Read the durable state back (orchestrator side, after every worker is dead).

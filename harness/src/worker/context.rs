@@ -22,6 +22,7 @@ pub type WorkerError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///
 /// Handles from [`WorkerCtx::consumer`], [`WorkerCtx::sink`] and
 /// [`WorkerCtx::transactional_producer`] are owned values, so a worker holds several at once.
+#[derive(Clone)]
 pub struct WorkerCtx {
     spec: WorkerSpec,
     recorder: Arc<Recorder>,
@@ -55,6 +56,12 @@ impl WorkerCtx {
     /// The case's consumer group.
     pub fn group(&self) -> &str {
         &self.spec.group
+    }
+
+    /// The case's directory (shared by the orchestrator and every incarnation; sinks keep
+    /// their files and connection details there).
+    pub fn case_dir(&self) -> &std::path::Path {
+        &self.spec.case_dir
     }
 
     /// The case's output topic (consume-transform-produce).
@@ -188,6 +195,29 @@ impl SinkHandle {
     }
 }
 
+/// The recorder of the worker process this is, if it is one.
+static PROCESS_RECORDER: std::sync::OnceLock<Arc<Recorder>> = std::sync::OnceLock::new();
+
+/// A crash point anywhere in the user's code, no context needed: in a worker process the
+/// schedule may SIGKILL it at its n-th hit (and discovery counts it); anywhere else —
+/// production, other tests — it is one atomic load and does nothing.
+///
+/// ```
+/// fn charge_card(order: u64) {
+///     kafka_harness::crash_point("before-charge");
+///     // … the side effect …
+///     kafka_harness::crash_point!("after-charge");
+///     # let _ = order;
+/// }
+/// charge_card(7); // not in a worker: nothing happens
+/// ```
+#[inline]
+pub fn crash_point(name: &str) {
+    if let Some(r) = PROCESS_RECORDER.get() {
+        r.crash_point(name);
+    }
+}
+
 /// The worker process's main: run `worker` with its context, record how it ended, exit.
 /// Never returns. Exit codes: 0 returned, 3 returned an error, 101 panicked.
 pub(crate) fn serve<F>(spec: WorkerSpec, sink: Arc<dyn SinkFactory>, worker: F) -> !
@@ -207,6 +237,17 @@ where
             std::process::exit(4);
         }
     };
+    // `crate::crash_point` (and the `crash_point!` macro) reach this incarnation's recorder
+    // from anywhere in the user's code; set once, in the worker process only.
+    let _ = PROCESS_RECORDER.set(recorder.clone());
+    #[cfg(feature = "fail")]
+    for name in &spec.fail_points {
+        let point = name.clone();
+        if let Err(e) = fail::cfg_callback(name.as_str(), move || crash_point(&point)) {
+            eprintln!("kafka-harness worker: fail point {name}: {e}");
+            std::process::exit(4);
+        }
+    }
     let mut ctx = WorkerCtx {
         spec,
         recorder: recorder.clone(),

@@ -14,6 +14,7 @@
 //! it works under `cargo test` and `cargo nextest`. A binary that is not a test re-executes
 //! itself with its own arguments.
 
+mod asynchronous;
 mod consumer;
 mod context;
 mod process;
@@ -21,10 +22,11 @@ mod producer;
 mod recorder;
 pub(crate) mod spec;
 
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{Headers, Message};
 
+pub use asynchronous::on_tokio;
 pub use consumer::{points, CommitMode, Consumer, HarnessContext};
-pub use context::{SinkHandle, WorkerCtx, WorkerError};
+pub use context::{crash_point, SinkHandle, WorkerCtx, WorkerError};
 pub use producer::TransactionalProducer;
 
 pub(crate) use context::serve;
@@ -42,19 +44,47 @@ pub struct Record {
     pub key: String,
 }
 
+/// The record header that carries a workload message's id (decimal ASCII). The harness
+/// identifies messages by it, so the payload is the user's own (see [`crate::Harness::payload`]).
+pub const ID_HEADER: &str = "kafka-harness-id";
+
+/// The id of a workload message, read from its [`ID_HEADER`]; works on every rdkafka message
+/// type (`BorrowedMessage` from a `BaseConsumer`, the same from a `StreamConsumer`'s stream,
+/// `OwnedMessage` after `detach()`). `None` for a message the harness did not produce.
+///
+/// ```
+/// use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
+/// let m = OwnedMessage::new(
+///     Some(br#"{"order":7}"#.to_vec()), Some(b"k1".to_vec()), "t".into(),
+///     Timestamp::NotAvailable, 0, 7,
+///     Some(OwnedHeaders::new().insert(Header { key: kafka_harness::worker::ID_HEADER, value: Some("7") })),
+/// );
+/// assert_eq!(kafka_harness::worker::message_id(&m), Some(7));
+/// ```
+pub fn message_id<M: Message>(m: &M) -> Option<u64> {
+    let headers = m.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == ID_HEADER)
+        .and_then(|h| std::str::from_utf8(h.value?).ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
 impl Record {
-    /// The payload the harness produces for message `id` with `key`.
-    pub(crate) fn payload(id: u64, key: &str) -> String {
-        format!("{id}:{key}")
+    /// The payload the harness produces for message `id` with `key` unless the harness was
+    /// given a payload generator.
+    pub(crate) fn default_payload(id: u64, key: &str) -> Vec<u8> {
+        format!("{id}:{key}").into_bytes()
     }
 
-    /// Parse a harness-produced message; `None` for anything else.
-    pub fn from_message(m: &BorrowedMessage<'_>) -> Option<Record> {
-        let payload = std::str::from_utf8(m.payload()?).ok()?;
-        let (id, key) = payload.split_once(':')?;
+    /// The record a workload message stands for (id from its header, key from its key);
+    /// `None` for a message the harness did not produce.
+    pub fn from_message<M: Message>(m: &M) -> Option<Record> {
+        let id = message_id(m)?;
+        let key = std::str::from_utf8(m.key()?).ok()?;
         Some(Record {
             msg: MessageRef {
-                id: id.parse().ok()?,
+                id,
                 partition: m.partition(),
                 offset: m.offset(),
             },

@@ -29,6 +29,9 @@ pub(crate) struct WorkerSpec {
     pub transactional_id: String,
     pub partitions: i32,
     pub faults: Vec<Fault>,
+    /// Names of the `fail` crate's fail points to serve as crash points.
+    #[serde(default)]
+    pub fail_points: Vec<String>,
     /// `CLOCK_MONOTONIC` µs at which the case began.
     pub epoch_us: u64,
     pub case_dir: PathBuf,
