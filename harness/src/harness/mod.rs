@@ -121,6 +121,13 @@ pub struct Harness {
     fail_points: Vec<String>,
 }
 
+/// Case numbers are unique in the process: they name the case's topics and group, and a
+/// finished case's topics are deleted in the background while the next check may start.
+fn next_case_no() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 fn env_u32(name: &str) -> Option<u32> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
@@ -367,7 +374,7 @@ impl Harness {
             ));
         }
         let runner = self.runner(self.cluster_for_run()?);
-        let (result, _dir) = self.run_once(&runner, schedule, 0)?;
+        let (result, _dir) = self.run_once(&runner, schedule, next_case_no())?;
         Ok(result)
     }
 

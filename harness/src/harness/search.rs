@@ -39,11 +39,7 @@ impl Harness {
         let cluster = self.cluster_for_run()?;
         let runner = self.runner(cluster.clone());
         let name = runner.name.clone();
-        let mut case_no = 0u64;
-        let mut next_case = || {
-            case_no += 1;
-            case_no
-        };
+        let mut next_case = super::next_case_no;
 
         // Discovery: the fault-free run names the crash points that exist and how often they hit.
         let discovery = Schedule::new(self.workload);

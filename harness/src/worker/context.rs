@@ -80,7 +80,21 @@ impl WorkerCtx {
         self.recorder.crash_point(name);
     }
 
-    /// The harness's consumer config: bootstrap servers, group, and fast-test defaults.
+    /// A config for any client of your own (a `FutureProducer`, an admin client, a consumer
+    /// outside the case's group): the case's bootstrap servers and address family only.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.spec.cluster.bootstrap)
+            .set("broker.address.family", "v4");
+        c
+    }
+
+    /// The harness's consumer config, for the consumer under test whether you build it
+    /// (`StreamConsumer<YourContext>`, `BaseConsumer`) or the harness does: bootstrap
+    /// servers, the case's group, and fast-test defaults (`session.timeout.ms=1000`,
+    /// `heartbeat.interval.ms=200`, `auto.offset.reset=earliest`, …) that your own settings
+    /// may override. Nothing in it observes the client: the harness reads the group's commits
+    /// from the broker (see README, "Your consumer, unchanged").
     pub fn consumer_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.spec.cluster.bootstrap)
