@@ -409,20 +409,36 @@ impl Harness {
         }
         let mut reproduced = self.reproductions(runner, &schedule, kind, next_case)?;
         if reproduced * 2 < self.confirm_runs {
+            // Timing-dependent: try sturdier forms of the minimal schedule (outages that last
+            // longer than the retries a fast or slow run makes), then the schedule it was
+            // shrunk from; report the first that reproduces in at least half the re-runs, or
+            // else the one that reproduced most.
+            let minimal_rate = reproduced;
+            let mut candidates: Vec<(Schedule, &str)> = sturdier(&schedule)
+                .into_iter()
+                .map(|s| (s, "a longer outage"))
+                .collect();
             if let Some(original) = original.filter(|o| *o != schedule) {
-                if let Some((r, d)) = self.fails_with(runner, &original, kind, 1, next_case)? {
-                    let rate = 1 + self.reproductions(runner, &original, kind, next_case)?;
-                    let rate = rate.min(self.confirm_runs);
-                    if rate > reproduced {
-                        eprintln!(
-                            "kafka-harness: the minimal schedule reproduced {reproduced}/{n}; reporting the schedule it was shrunk from, which reproduced {rate}/{n}",
-                            n = self.confirm_runs
-                        );
-                        schedule = original;
-                        result = r;
-                        dir = d;
-                        reproduced = rate;
-                    }
+                candidates.push((original, "the schedule it was shrunk from"));
+            }
+            for (candidate, what) in candidates {
+                let Some((r, d)) = self.fails_with(runner, &candidate, kind, 1, next_case)? else {
+                    continue;
+                };
+                let rate = 1 + self.reproductions(runner, &candidate, kind, next_case)?;
+                let rate = rate.min(self.confirm_runs);
+                if rate > reproduced {
+                    eprintln!(
+                        "kafka-harness: the minimal schedule reproduced {minimal_rate}/{n}; reporting {what}, which reproduced {rate}/{n}",
+                        n = self.confirm_runs
+                    );
+                    schedule = candidate;
+                    result = r;
+                    dir = d;
+                    reproduced = rate;
+                }
+                if reproduced * 2 >= self.confirm_runs {
+                    break;
                 }
             }
         }
@@ -520,6 +536,29 @@ fn simpler_schedules(schedule: &Schedule) -> Vec<Schedule> {
         }
     }
     out
+}
+
+/// The same schedule with its sink outages made to last longer (every count-based outage
+/// ×4 writes, every timed one ×4 ms), together: how many writes a consumer makes before the
+/// next fault depends on timing (retries, polls that return nothing), and an outage that
+/// outlasts them pins the failure down. Empty when the schedule has no outage.
+fn sturdier(schedule: &Schedule) -> Vec<Schedule> {
+    let mut longer = schedule.clone();
+    let mut changed = false;
+    for f in &mut longer.faults {
+        if let crate::Fault::SinkFailure { writes, millis, .. } = f {
+            match millis {
+                Some(ms) => *ms = ms.saturating_mul(4),
+                None => *writes = writes.saturating_mul(4).max(4),
+            }
+            changed = true;
+        }
+    }
+    if changed {
+        vec![longer]
+    } else {
+        Vec::new()
+    }
 }
 
 /// The faults a run recorded as never fired.
@@ -751,5 +790,55 @@ mod tests {
             ..Schedule::new(Workload::default())
         };
         assert!(simpler_schedules(&done).is_empty());
+    }
+
+    #[test]
+    fn sturdier_schedules_lengthen_every_outage_and_keep_the_other_faults() {
+        let counted = Fault::SinkFailure {
+            write: 2,
+            failure: SinkFailure::Permanent,
+            writes: 3,
+            millis: None,
+        };
+        let timed = Fault::SinkFailure {
+            write: 5,
+            failure: SinkFailure::Transient,
+            writes: 1,
+            millis: Some(50),
+        };
+        let crash = Fault::Crash {
+            point: "after-commit".into(),
+            hit: 2,
+        };
+        let s = Schedule {
+            faults: vec![counted, crash.clone(), timed],
+            ..Schedule::new(Workload::default())
+        };
+        let out = sturdier(&s);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].faults,
+            vec![
+                Fault::SinkFailure {
+                    write: 2,
+                    failure: SinkFailure::Permanent,
+                    writes: 12,
+                    millis: None,
+                },
+                crash.clone(),
+                Fault::SinkFailure {
+                    write: 5,
+                    failure: SinkFailure::Transient,
+                    writes: 1,
+                    millis: Some(200),
+                },
+            ]
+        );
+        assert_eq!(out[0].workload, s.workload);
+        let no_outage = Schedule {
+            faults: vec![crash],
+            ..Schedule::new(Workload::default())
+        };
+        assert!(sturdier(&no_outage).is_empty());
     }
 }

@@ -8,7 +8,7 @@
 //!                                 their time bracket; lag 0 → end; idle with lag → stop
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
@@ -70,17 +70,17 @@ impl Running {
             rebalance_requests: text.matches("\"event\":\"rebalance-requested\"").count(),
         }
     }
+}
 
-    /// Every complete event the worker wrote (a line cut by SIGKILL is skipped).
-    fn events(&self) -> Vec<Event> {
-        std::fs::read_to_string(&self.trace_path)
-            .map(|t| {
-                t.lines()
-                    .filter_map(|l| serde_json::from_str(l).ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
+/// Every complete event a worker wrote to `trace_path` (a line cut by SIGKILL is skipped).
+fn events_in(trace_path: &Path) -> Vec<Event> {
+    std::fs::read_to_string(trace_path)
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Whether a fault's `point` names the point an event recorded (`*` names every point).
@@ -399,13 +399,16 @@ impl Case<'_> {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let worker_events = primary.events();
+        // Read the worker's events only once it has ended: a worker asked to stop may still
+        // reach a scheduled crash on its way out (it finishes the record it holds).
+        let primary_trace = primary.trace_path.clone();
         if !primary_done {
             self.stop(primary)?;
         }
         if let Some(p) = peer {
             self.stop(p)?;
         }
+        let worker_events = events_in(&primary_trace);
         for (i, f) in faults.iter().enumerate() {
             let fired = fired_in_worker(f, &worker_events).unwrap_or(fired[i]);
             if !fired {
