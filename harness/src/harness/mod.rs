@@ -2,6 +2,7 @@
 //! This file is the builder and the single-schedule calls (run, replay); [`search`] is
 //! generation, shrinking and confirmation.
 
+mod publish;
 mod search;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,8 @@ use crate::{Error, Result};
 
 /// How a guarantee check ended.
 #[derive(Debug)]
+// One per check, returned once: the size of a summary on the stack does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     /// Every case held.
     Passed(Summary),
@@ -47,6 +50,12 @@ pub struct Summary {
     pub elapsed: Duration,
     /// Backend used.
     pub backend: Option<crate::BackendKind>,
+    /// What the check exercised.
+    pub coverage: Option<crate::report::Coverage>,
+    /// The HTML page, when one was written ([`Harness::html_for_passing`]).
+    pub html: Option<PathBuf>,
+    /// The JUnit file.
+    pub junit: Option<PathBuf>,
 }
 
 impl std::fmt::Display for Summary {
@@ -61,7 +70,14 @@ impl std::fmt::Display for Summary {
             self.crashes,
             self.crash_points_hit,
             self.elapsed.as_secs_f64()
-        )
+        )?;
+        if let Some(cov) = &self.coverage {
+            write!(f, "; {cov}")?;
+        }
+        if let Some(html) = &self.html {
+            write!(f, "; HTML report: {}", html.display())?;
+        }
+        Ok(())
     }
 }
 
@@ -119,6 +135,9 @@ pub struct Harness {
     parallel: Option<u32>,
     payload: Option<crate::run::PayloadFn>,
     fail_points: Vec<String>,
+    report_dir: Option<PathBuf>,
+    html_passing: bool,
+    progress: bool,
 }
 
 /// Case numbers are unique in the process: they name the case's topics and group, and a
@@ -159,6 +178,9 @@ impl Harness {
             parallel: None,
             payload: None,
             fail_points: Vec::new(),
+            report_dir: None,
+            html_passing: std::env::var("KAFKA_HARNESS_HTML").is_ok_and(|v| v == "always"),
+            progress: std::env::var("KAFKA_HARNESS_PROGRESS").map_or(true, |v| v != "0"),
         }
     }
 
@@ -292,6 +314,28 @@ impl Harness {
     /// `kafka-harness-failures/` in the crate under test (`CARGO_MANIFEST_DIR`), else the cwd.
     pub fn failure_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.failure_dir = Some(dir.into());
+        self
+    }
+
+    /// Where the check's files go (run record, JUnit, HTML). Default: env
+    /// `KAFKA_HARNESS_REPORT_DIR`, else `kafka-harness/` in Cargo's target directory.
+    pub fn report_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.report_dir = Some(dir.into());
+        self
+    }
+
+    /// Write the HTML page for a passing check too (it draws the case that injected the most
+    /// faults). Default: env `KAFKA_HARNESS_HTML=always`; failures always get one.
+    pub fn html_for_passing(mut self, yes: bool) -> Self {
+        self.html_passing = yes;
+        self
+    }
+
+    /// One stderr line per case and per shrink step (default on; env
+    /// `KAFKA_HARNESS_PROGRESS=0` turns it off). `cargo test` captures it unless
+    /// `--nocapture`; nextest shows it for failing tests.
+    pub fn progress(mut self, on: bool) -> Self {
+        self.progress = on;
         self
     }
 

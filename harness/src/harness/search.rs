@@ -28,6 +28,12 @@ impl Harness {
     /// Generate schedules, run them, and on failure shrink, confirm and save. Passing returns
     /// [`Outcome::Passed`]; a broken guarantee returns [`Outcome::Failed`]; `Err` is a harness
     /// or environment problem (no cluster, malformed trace), never a verdict.
+    ///
+    /// Every check leaves its files in the report directory (see [`crate::report::artifacts`]):
+    /// a run record, a JUnit file, and for a failure (or any run with
+    /// [`Harness::html_for_passing`]) an HTML page. With `KAFKA_HARNESS_REPLAY=<schedule
+    /// file>` set, the check replays that file instead of generating cases (the command a
+    /// report prints).
     pub fn check<F>(&self, worker: F) -> Result<Outcome>
     where
         F: Fn(&mut WorkerCtx) -> std::result::Result<(), WorkerError>,
@@ -35,6 +41,17 @@ impl Harness {
         if self.serve_if_worker(&worker)? {
             return Ok(Outcome::Passed(Summary::default()));
         }
+        let started = Instant::now();
+        let mut log = RunLog::default();
+        let outcome = match std::env::var_os("KAFKA_HARNESS_REPLAY") {
+            Some(path) => self.replay_as_check(std::path::Path::new(&path), &worker, &mut log),
+            None => self.search(&mut log),
+        };
+        self.publish(outcome, log, started)
+    }
+
+    /// Generation, shrinking and confirmation (the body of [`Harness::check`]).
+    fn search(&self, log: &mut RunLog) -> Result<Outcome> {
         let started = Instant::now();
         let cluster = self.cluster_for_run()?;
         let runner = self.runner(cluster.clone());
@@ -45,6 +62,8 @@ impl Harness {
         let discovery = Schedule::new(self.workload);
         let (first, dir) = self.run_once(&runner, &discovery, next_case())?;
         let points: Vec<(String, u32)> = first.trace.crash_point_hits().into_iter().collect();
+        log.coverage = crate::report::Coverage::new(&points, self.kinds);
+        log.show(&discovery, &first);
         // A latent failure (committed too far: a loss waiting for a crash) is kept while
         // generation looks for a realized one, which is what the report should show.
         let mut latent: Option<Latent> = None;
@@ -106,6 +125,7 @@ impl Harness {
             backend: Some(cluster.backend()),
             ..Summary::default()
         };
+        log.seed = Some(hex(&seed));
         let parallel = self.parallelism();
         let mut case = 0;
         while case < config.cases {
@@ -120,12 +140,22 @@ impl Harness {
             }
             let jobs: Vec<(Schedule, u64)> =
                 trees.iter().map(|t| (t.current(), next_case())).collect();
+            let schedules: Vec<Schedule> = jobs.iter().map(|(s, _)| s.clone()).collect();
             let results = self.run_batch(&runner, jobs);
-            for (tree, outcome) in trees.into_iter().zip(results) {
+            for ((tree, outcome), schedule) in trees.into_iter().zip(results).zip(schedules) {
                 let (result, dir) = outcome?;
                 case += 1;
                 summary.cases += 1;
                 tally(&mut summary, &result.trace);
+                log.coverage.add(&result.trace);
+                log.show(&schedule, &result);
+                self.progress_line(&format!(
+                    "case {case}/{} · {} · {} · {:.1} s",
+                    config.cases,
+                    faults_word(&schedule),
+                    verdict_word(&result),
+                    result.elapsed.as_secs_f64()
+                ));
                 if result.verdict.holds() {
                     continue;
                 }
@@ -294,7 +324,17 @@ impl Harness {
             }
             iters += 1;
             let candidate = tree.current();
-            match self.fails_with(runner, &candidate, kind, tries, next_case)? {
+            let failed = self.fails_with(runner, &candidate, kind, tries, next_case)?;
+            self.progress_line(&format!(
+                "shrink step {iters} · {} · {}",
+                faults_word(&candidate),
+                if failed.is_some() {
+                    "still fails: kept"
+                } else {
+                    "holds: dropped"
+                }
+            ));
+            match failed {
                 Some((r, d)) => {
                     schedule = candidate;
                     result = r;
@@ -456,6 +496,9 @@ impl Harness {
             cases_before_failure: cases,
             saved: Some(saved),
             case_dir,
+            coverage: None,
+            html: None,
+            replay_command: None,
         })))
     }
 
@@ -558,6 +601,51 @@ fn sturdier(schedule: &Schedule) -> Vec<Schedule> {
         vec![longer]
     } else {
         Vec::new()
+    }
+}
+
+/// What a check ran, for its files: coverage and the run to draw.
+#[derive(Default)]
+pub(super) struct RunLog {
+    pub(super) coverage: crate::report::Coverage,
+    /// The case with the most faults fired (a passing check draws it).
+    pub(super) shown: Option<(Schedule, CaseResultParts, u32)>,
+    pub(super) seed: Option<String>,
+}
+
+/// The verdict and trace of a drawn case.
+pub(super) type CaseResultParts = (crate::check::Verdict, Trace);
+
+impl RunLog {
+    /// Keep `result` to draw if it injected more faults than the one kept.
+    fn show(&mut self, schedule: &Schedule, result: &CaseResult) {
+        let mut s = Summary::default();
+        tally(&mut s, &result.trace);
+        let faults = s.faults_injected;
+        if self.shown.as_ref().is_none_or(|(_, _, f)| faults > *f) {
+            self.shown = Some((
+                schedule.clone(),
+                (result.verdict.clone(), result.trace.clone()),
+                faults,
+            ));
+        }
+    }
+}
+
+/// "2 fault(s): crash at `x` hit #1, …" for a progress line.
+fn faults_word(schedule: &Schedule) -> String {
+    if schedule.faults.is_empty() {
+        return "no faults".into();
+    }
+    let faults: Vec<String> = schedule.faults.iter().map(|f| f.to_string()).collect();
+    format!("{} fault(s): {}", faults.len(), faults.join("; "))
+}
+
+fn verdict_word(result: &CaseResult) -> String {
+    if result.verdict.holds() {
+        "holds".into()
+    } else {
+        format!("FAILS {:?}", result.verdict.kinds())
     }
 }
 

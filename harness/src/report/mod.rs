@@ -1,6 +1,14 @@
 //! What a failure looks like to the person who has to fix it: the minimal schedule and its
 //! seed first, then the violations in words (capped per kind), then a per-partition timeline,
-//! then how to replay it.
+//! then how to replay it. [`html`] draws the same run as a page, [`artifacts`] writes the
+//! files CI keeps (page, run record, JUnit), [`coverage`] says what a check exercised.
+
+pub mod artifacts;
+pub mod coverage;
+pub mod html;
+
+pub use artifacts::{report_dir, RunRecord, TestLocation};
+pub use coverage::{Coverage, PointCoverage};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -38,12 +46,32 @@ pub struct Report {
     pub saved: Option<PathBuf>,
     /// The failing run's case directory (worker logs, traces, sink), kept for inspection.
     pub case_dir: Option<PathBuf>,
+    /// What the check exercised before it failed.
+    pub coverage: Option<Coverage>,
+    /// The HTML page of this failure, once written.
+    pub html: Option<PathBuf>,
+    /// `cargo test` that replays the saved schedule for its test, when known.
+    pub replay_command: Option<String>,
 }
 
 impl Report {
     /// The kind the report is about.
     pub fn kind(&self) -> Option<ViolationKind> {
         self.verdict.primary_kind()
+    }
+
+    /// One line for CI: the claim and the first violation.
+    pub fn summary_line(&self) -> String {
+        let first = self
+            .verdict
+            .violations
+            .first()
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        format!(
+            "`{}` does NOT keep {}: {first}",
+            self.name, self.verdict.guarantee
+        )
     }
 
     /// Whether the minimal schedule failed in fewer than half of its confirmation re-runs.
@@ -134,8 +162,17 @@ impl std::fmt::Display for Report {
                 regression_snippet(&self.name, path, v.guarantee)
             )?;
         }
+        if let Some(cmd) = &self.replay_command {
+            writeln!(f, "or run its test on it:\n    {cmd}")?;
+        }
         if let Some(dir) = &self.case_dir {
             writeln!(f, "worker logs and traces: {}", dir.display())?;
+        }
+        if let Some(cov) = &self.coverage {
+            writeln!(f, "coverage of the {} case(s) before it: {cov}", cov.cases)?;
+        }
+        if let Some(html) = &self.html {
+            writeln!(f, "HTML report: {}", html.display())?;
         }
         Ok(())
     }
