@@ -209,6 +209,21 @@ pub enum EventKind {
         /// Hit that triggered it.
         hit: u32,
     },
+    /// A `pause-at` point was reached: the worker stops itself (SIGSTOP) right after this
+    /// event, until the orchestrator continues it.
+    Paused {
+        /// Point name.
+        point: String,
+        /// Hit that triggered it.
+        hit: u32,
+        /// How long the schedule pauses it.
+        millis: u64,
+    },
+    /// The orchestrator continued (SIGCONT) a paused worker.
+    Resumed {
+        /// How long it was stopped, as the orchestrator measured.
+        paused_ms: u64,
+    },
     /// The orchestrator saw the group rebalancing with a second member and released the worker.
     RebalanceStarted {
         /// The group state the broker reported (e.g. `PreparingRebalance`).

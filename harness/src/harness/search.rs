@@ -22,7 +22,7 @@ use crate::worker::{WorkerCtx, WorkerError};
 use crate::{Error, Result};
 
 /// Cases a check generates unless told otherwise (`.cases(n)`, `PROPTEST_CASES`).
-pub(super) const DEFAULT_CASES: u32 = 32;
+pub(super) const DEFAULT_CASES: u32 = 64;
 
 impl Harness {
     /// Generate schedules, run them, and on failure shrink, confirm and save. Passing returns
@@ -632,13 +632,19 @@ impl RunLog {
     }
 }
 
-/// "2 fault(s): crash at `x` hit #1, …" for a progress line.
+/// "12 msg/1 part · 2 fault(s): crash at `x` hit #1; …" for a progress line.
 fn faults_word(schedule: &Schedule) -> String {
+    let w = &schedule.workload;
+    let workload = format!("{} msg/{} part", w.messages, w.partitions);
     if schedule.faults.is_empty() {
-        return "no faults".into();
+        return format!("{workload} · no faults");
     }
     let faults: Vec<String> = schedule.faults.iter().map(|f| f.to_string()).collect();
-    format!("{} fault(s): {}", faults.len(), faults.join("; "))
+    format!(
+        "{workload} · {} fault(s): {}",
+        faults.len(),
+        faults.join("; ")
+    )
 }
 
 fn verdict_word(result: &CaseResult) -> String {

@@ -49,7 +49,7 @@ pub struct Coverage {
 }
 
 /// The fault kinds that fire at a crash point.
-pub const POINT_KINDS: [&str; 3] = ["crash", "crash-after", "rebalance-at"];
+pub const POINT_KINDS: [&str; 4] = ["crash", "crash-after", "rebalance-at", "pause-at"];
 
 impl Coverage {
     /// Coverage before any case: the points discovery found, the kinds `kinds` allows.
@@ -63,6 +63,9 @@ impl Coverage {
         }
         if kinds.rebalances {
             enabled.push("rebalance-at".to_string());
+        }
+        if kinds.pauses {
+            enabled.push("pause-at".to_string());
         }
         let points = discovered
             .iter()
@@ -115,6 +118,7 @@ impl Coverage {
                 EventKind::Crashed { point, .. } => self.fired_at(point, "crash"),
                 EventKind::CrashedAfter { point, .. } => self.fired_at(point, "crash-after"),
                 EventKind::RebalanceRequested { point, .. } => self.fired_at(point, "rebalance-at"),
+                EventKind::Paused { point, .. } => self.fired_at(point, "pause-at"),
                 EventKind::Killed { reason } if *reason != KillReason::StopTimeout => {
                     count(&mut self.kinds, "kill".into())
                 }

@@ -358,6 +358,25 @@ fn swimlanes(trace: &Trace, partition: i32, violating: &BTreeSet<u64>) -> String
                     None,
                 );
             }
+            EventKind::Paused { point, hit, millis } => mark(
+                at,
+                inc,
+                "pause",
+                None,
+                format!(
+                    "{} stops (SIGSTOP) at `{point}` hit #{hit} for {millis} ms",
+                    who(inc)
+                ),
+                Some("⏸".into()),
+            ),
+            EventKind::Resumed { paused_ms } => mark(
+                at,
+                inc,
+                "pause",
+                None,
+                format!("{} continued (SIGCONT) after {paused_ms} ms", who(inc)),
+                Some("▶".into()),
+            ),
             EventKind::RebalanceRequested { point, hit } => mark(
                 at,
                 inc,
@@ -599,7 +618,7 @@ rect.alive{fill:#d6e4f0}.tick{stroke:#eee}.ticklabel{font-size:10px;fill:#888;te
 .ev.brokercommit path{fill:none;stroke:#1f5fbf;stroke-width:1.5}.ev.brokerread path{fill:#9bb7e0}\
 .ev.crash path{stroke:#d00;stroke-width:3}.ev.sinkfail path{stroke:#e08000;stroke-width:2.5}\
 .ev.revoke rect{fill:#7b3fa0}.ev.assign rect{fill:#b48fd0}.ev.rebalance rect{fill:#7b3fa0;opacity:.6}\
-.ev.exit rect{fill:#333}.marklabel{font-size:9px;fill:#1f5fbf}\
+.ev.exit rect{fill:#333}.ev.pause rect{fill:#c90}.marklabel{font-size:9px;fill:#1f5fbf}\
 .ev.violating circle,.ev.violating rect{stroke:#d00;stroke-width:2}.ev.hl circle,.ev.hl rect{stroke:#f0a;stroke-width:3}\
 table#coverage{border-collapse:collapse}table#coverage td,table#coverage th{border:1px solid #ddd;padding:2px 8px}\
 td.never{background:#fff3cd}td.tried{background:#e3f5e8}td.off{color:#aaa}\
@@ -608,7 +627,7 @@ td.never{background:#fff3cd}td.tried{background:#e3f5e8}td.off{color:#aaa}\
 const LEGEND: &str = "<p class=\"legend\"><span>● polled</span><span style=\"color:#1b7f3b\">■ applied</span>\
 <span style=\"color:#1f5fbf\">▲ committed (label: next offset)</span><span style=\"color:#1f5fbf\">△ commit seen on the broker</span>\
 <span style=\"color:#e08000\">✕ sink write failed</span><span style=\"color:#7b3fa0\">| revoke / assign / rebalance wait</span>\
-<span style=\"color:#d00\">✖ crash or kill</span><span>| exit</span><span style=\"color:#d00\">red outline: a violating message</span>\
+<span style=\"color:#c90\">⏸ ▶ paused / continued</span><span style=\"color:#d00\">✖ crash or kill</span><span>| exit</span><span style=\"color:#d00\">red outline: a violating message</span>\
 <span>hover a mark for details; hover a violation to find its message</span></p>\n";
 
 /// Hovering a violation or a mark highlights every mark of the same message. When it has

@@ -273,6 +273,14 @@ pub fn timeline(trace: &Trace) -> String {
                     format!("⇄ waits at `{point}` #{hit} for a rebalance"),
                     None,
                 ),
+                EventKind::Paused { point, hit, millis } => push(
+                    e.inc,
+                    format!("⏸ paused at `{point}` #{hit} for {millis} ms"),
+                    None,
+                ),
+                EventKind::Resumed { paused_ms } => {
+                    push(e.inc, format!("▶ continued after {paused_ms} ms"), None)
+                }
                 EventKind::CrashedAfter { after, point, hit } => push(
                     e.inc,
                     format!("✗ crashed at `{point}` #{hit} after `{after}`"),

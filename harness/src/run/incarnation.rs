@@ -52,6 +52,8 @@ struct Progress {
     effects: u32,
     /// `rebalance-at` points reached.
     rebalance_requests: usize,
+    /// `pause-at` points reached.
+    pauses: usize,
 }
 
 impl Running {
@@ -68,6 +70,7 @@ impl Running {
             len: text.len(),
             effects: text.matches(marker).count() as u32,
             rebalance_requests: text.matches("\"event\":\"rebalance-requested\"").count(),
+            pauses: text.matches("\"event\":\"paused\"").count(),
         }
     }
 }
@@ -81,6 +84,32 @@ fn events_in(trace_path: &Path) -> Vec<Event> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A pause of at least this many ms outlasts the harness's default `session.timeout.ms`
+/// (1000): a second member is started to take over the paused worker's partitions.
+pub(crate) const TAKEOVER_PAUSE_MS: u64 = 1000;
+
+/// Where a `pause-at` stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pause {
+    None,
+    /// The worker said it stops itself, for this long.
+    Requested(Duration),
+    /// The kernel shows it stopped since then.
+    Stopped(Instant, Duration),
+}
+
+/// The `millis` of the last `paused` event in a worker's trace (0 if unreadable).
+fn last_pause_millis(trace_path: &Path) -> u64 {
+    events_in(trace_path)
+        .iter()
+        .rev()
+        .find_map(|e| match &e.kind {
+            EventKind::Paused { millis, .. } => Some(*millis),
+            _ => None,
+        })
+        .unwrap_or(0)
 }
 
 /// Whether a fault's `point` names the point an event recorded (`*` names every point).
@@ -102,6 +131,9 @@ fn fired_in_worker(f: &Fault, events: &[Event]) -> Option<bool> {
         Fault::SinkFailure { write, .. } => {
             any(&|k| matches!(k, EventKind::SinkFailed { write: w, .. } if w == write))
         }
+        Fault::PauseAt { point, hit, .. } => any(
+            &|k| matches!(k, EventKind::Paused { point: p, hit: h, .. } if p == point && h == hit),
+        ),
         Fault::RebalanceAt { point, hit } | Fault::RebalanceAfter { point, hit, .. } => any(
             &|k| matches!(k, EventKind::RebalanceRequested { point: p, hit: h } if names(point, p) && h == hit),
         ),
@@ -324,6 +356,8 @@ impl Case<'_> {
         let mut last_len = (0, 0);
         let mut last_seen = self.seen.clone();
         let mut handled_requests = 0;
+        let mut handled_pauses = 0;
+        let mut pause = Pause::None;
         let mut primary_done = false;
         let output = self.output_topic();
         loop {
@@ -379,9 +413,42 @@ impl Case<'_> {
                 peer = self.rebalance(&primary, peer)?;
                 last_change = Instant::now();
             }
+            if progress.pauses > handled_pauses {
+                handled_pauses = progress.pauses;
+                let millis = last_pause_millis(&primary.trace_path);
+                pause = Pause::Requested(Duration::from_millis(millis));
+                // Past the session timeout the group evicts the worker: a second member is
+                // there to take its partitions, so it wakes as a zombie.
+                if millis >= TAKEOVER_PAUSE_MS && peer.is_none() {
+                    peer = Some(self.spawn(false, &[])?);
+                }
+            }
+            match pause {
+                // The timer starts once the kernel says the worker is stopped: a SIGCONT sent
+                // before its SIGSTOP would leave it stopped for good.
+                Pause::Requested(length) if primary.process.is_stopped() => {
+                    pause = Pause::Stopped(Instant::now(), length);
+                }
+                Pause::Stopped(since, length) if since.elapsed() >= length => {
+                    primary.process.resume();
+                    self.record(
+                        primary.inc,
+                        EventKind::Resumed {
+                            paused_ms: since.elapsed().as_millis() as u64,
+                        },
+                    );
+                    pause = Pause::None;
+                }
+                _ => {}
+            }
+            if pause != Pause::None {
+                // Neither a drained group nor an idle worker ends the incarnation while the
+                // worker is stopped: what it does when it wakes is the point.
+                last_change = Instant::now();
+            }
             if last_read.elapsed() >= self.runner.timing.observe {
                 last_read = Instant::now();
-                if self.lag()?.iter().all(|(_, l)| *l == 0) {
+                if self.lag()?.iter().all(|(_, l)| *l == 0) && pause == Pause::None {
                     break;
                 }
                 let peer_len = peer.as_ref().map_or(0, |p| p.progress(output).len);
@@ -403,6 +470,9 @@ impl Case<'_> {
         // reach a scheduled crash on its way out (it finishes the record it holds).
         let primary_trace = primary.trace_path.clone();
         if !primary_done {
+            if pause != Pause::None {
+                primary.process.resume();
+            }
             self.stop(primary)?;
         }
         if let Some(p) = peer {

@@ -161,6 +161,20 @@ pub enum Fault {
         /// Which hit after `after` (1-based).
         hit: u32,
     },
+    /// The worker stops — SIGSTOP, every thread at once, like a long GC pause or a blocked
+    /// host — at the `hit`-th hit of `point`, for `millis` ms, then continues (SIGCONT). A
+    /// pause of at least the session timeout (the harness's default `session.timeout.ms` is
+    /// 1000) makes the group evict it: a second member, started when the pause begins, takes
+    /// its partitions, and the worker wakes as a zombie holding whatever it had polled. Its
+    /// later writes and commits are in the trace and judged like any other.
+    PauseAt {
+        /// Crash point name where the worker stops.
+        point: String,
+        /// Which hit (1-based, this incarnation).
+        hit: u32,
+        /// How long it stays stopped.
+        millis: u64,
+    },
     /// Broker `broker` is hard-killed once this incarnation applied `after_effects` effects,
     /// and restarted right away (containers and local backends).
     BrokerRestart {
@@ -195,13 +209,16 @@ impl Fault {
             Fault::RebalanceAt { .. } => "rebalance-at",
             Fault::RebalanceAfter { .. } => "rebalance-after",
             Fault::BrokerRestart { .. } => "broker-restart",
+            Fault::PauseAt { .. } => "pause-at",
         }
     }
 
     /// The crash points this fault names (to check a replay against the points that exist).
     pub fn points(&self) -> Vec<&str> {
         match self {
-            Fault::Crash { point, .. } | Fault::RebalanceAt { point, .. } => vec![point],
+            Fault::Crash { point, .. }
+            | Fault::RebalanceAt { point, .. }
+            | Fault::PauseAt { point, .. } => vec![point],
             Fault::CrashAfter { after, point, .. } | Fault::RebalanceAfter { after, point, .. } => {
                 // `*` is any point, not a name to look up.
                 std::iter::once(after.as_str())
@@ -249,6 +266,9 @@ impl std::fmt::Display for Fault {
             }
             Fault::RebalanceAt { point, hit } => {
                 write!(f, "rebalance at `{point}` hit #{hit}")
+            }
+            Fault::PauseAt { point, hit, millis } => {
+                write!(f, "pause (SIGSTOP) at `{point}` hit #{hit} for {millis} ms")
             }
             Fault::RebalanceAfter { after, point, hit } => {
                 write!(

@@ -39,6 +39,9 @@ pub struct FaultKinds {
     pub rebalances: bool,
     /// Broker kill + restart (needs a backend with broker faults).
     pub broker_restarts: bool,
+    /// The worker stopped (SIGSTOP) at a crash point for 300 ms, or for 2.5 s — past the
+    /// session timeout, so it wakes as a zombie after a second member took its partitions.
+    pub pauses: bool,
 }
 
 impl Default for FaultKinds {
@@ -50,9 +53,15 @@ impl Default for FaultKinds {
             sink_failures: false,
             rebalances: false,
             broker_restarts: false,
+            pauses: false,
         }
     }
 }
+
+/// A pause the group rides out (below the default 1 s session timeout).
+pub const PAUSE_SHORT_MS: u64 = 300;
+/// A pause past the session timeout: the worker wakes as a zombie.
+pub const PAUSE_ZOMBIE_MS: u64 = 2500;
 
 /// The space schedules are drawn from.
 #[derive(Debug, Clone)]
@@ -123,6 +132,10 @@ impl ScheduleSpace {
             Fault::RebalanceAt { point, hit } => {
                 let hit = hit.min(self.reachable_hits(&point, hit, m));
                 Fault::RebalanceAt { point, hit }
+            }
+            Fault::PauseAt { point, hit, millis } => {
+                let hit = hit.min(self.reachable_hits(&point, hit, m));
+                Fault::PauseAt { point, hit, millis }
             }
             Fault::CrashAfter { after, point, hit } => {
                 let hit = hit.min(self.reachable_hits(&point, hit, m));
@@ -316,6 +329,16 @@ impl ScheduleSpace {
                         .boxed(),
                 );
             }
+        }
+        if k.pauses && !points.is_empty() {
+            // Short (the group keeps it) or past the session timeout (a zombie); shrinks
+            // toward short.
+            let length = prop_oneof![Just(PAUSE_SHORT_MS), Just(PAUSE_ZOMBIE_MS)];
+            options.push(single(
+                (at_point(points.clone(), u32::MAX), length)
+                    .prop_map(|((point, hit), millis)| Fault::PauseAt { point, hit, millis })
+                    .boxed(),
+            ));
         }
         if k.broker_restarts && self.brokers > 0 {
             options.push(single(

@@ -100,6 +100,25 @@ impl WorkerProcess {
         }
     }
 
+    /// SIGCONT: continue a worker that stopped itself at a `pause-at` point.
+    pub(crate) fn resume(&self) {
+        // SAFETY: kill(2) on a child we have not reaped (its pid cannot be reused yet).
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGCONT);
+        }
+    }
+
+    /// Whether the process is stopped (SIGSTOP), from `/proc/<pid>/stat`.
+    pub(crate) fn is_stopped(&self) -> bool {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())) else {
+            return false;
+        };
+        // `pid (comm) state …`: comm may hold spaces and parentheses, the state follows the last `)`.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "T")
+    }
+
     /// SIGKILL and reap.
     pub(crate) fn kill(&mut self) -> Result<Exit> {
         let _ = self.child.kill();

@@ -49,6 +49,8 @@ pub(crate) struct Recorder {
     /// Per relative crash: hits of its point since its anchor was first hit (`None`: not yet).
     relative_hits: Mutex<Vec<Option<u32>>>,
     rebalances: Vec<(String, u32)>,
+    /// `pause-at` faults: (point, hit, millis).
+    pauses: Vec<(String, u32, u64)>,
     outages: Vec<Outage>,
     /// When each outage's first failed write happened.
     outage_started: Mutex<Vec<Option<Instant>>>,
@@ -92,6 +94,13 @@ impl Recorder {
                 })
             })
             .collect();
+        let pauses = faults
+            .iter()
+            .filter_map(|f| match f {
+                Fault::PauseAt { point, hit, millis } => Some((point.clone(), *hit, *millis)),
+                _ => None,
+            })
+            .collect();
         let rebalances = faults
             .iter()
             .filter_map(|f| match f {
@@ -125,6 +134,7 @@ impl Recorder {
             relative_hits: Mutex::new(vec![None; relative.len()]),
             relative,
             rebalances,
+            pauses,
             outage_started: Mutex::new(vec![None; outages.len()]),
             outages,
             stop_path: stop_path.to_path_buf(),
@@ -184,6 +194,14 @@ impl Recorder {
         self.relative_hit(point);
         if self.rebalances.iter().any(|(p, h)| p == point && *h == hit) {
             self.wait_for_rebalance(point, hit);
+        }
+        if let Some((_, _, millis)) = self.pauses.iter().find(|(p, h, _)| p == point && *h == hit) {
+            self.record(EventKind::Paused {
+                point: point.to_string(),
+                hit,
+                millis: *millis,
+            });
+            stop_self();
         }
     }
 
@@ -284,6 +302,15 @@ pub(crate) fn go_path_of(stop_path: &Path) -> PathBuf {
     let mut name = stop_path.file_name().unwrap_or_default().to_os_string();
     name.push(".go");
     stop_path.with_file_name(name)
+}
+
+/// A real pause: SIGSTOP to ourselves, every thread (librdkafka's too: no heartbeats). The
+/// orchestrator sends SIGCONT; if it dies meanwhile, the parent-death SIGKILL still lands.
+fn stop_self() {
+    // SAFETY: kill(2) on our own pid.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGSTOP);
+    }
 }
 
 /// A real crash: SIGKILL to ourselves. No destructors, no `close()`, no final commit.

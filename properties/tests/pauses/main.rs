@@ -1,0 +1,117 @@
+//! Consumer pauses (SIGSTOP/SIGCONT) on the cluster `Cluster::from_env()` gives: a pause the
+//! group rides out, and one past the session timeout after which the worker wakes as a
+//! zombie whose partitions a second member took.
+
+use kafka_harness::schedule::Schedule;
+use kafka_harness::trace::{EventKind, Trace};
+use kafka_harness::{Fault, Workload};
+use kafka_harness_fixtures::{at_least_once, Fixture};
+
+fn schedule(millis: u64) -> Schedule {
+    Schedule {
+        faults: vec![Fault::PauseAt {
+            point: "after-poll".into(),
+            hit: 2,
+            millis,
+        }],
+        ..Schedule::new(Workload {
+            messages: 12,
+            partitions: 1,
+            keys: 3,
+        })
+    }
+}
+
+fn at(trace: &Trace, pred: impl Fn(&EventKind) -> bool) -> Option<u64> {
+    trace.events.iter().find(|e| pred(&e.kind)).map(|e| e.at_us)
+}
+
+#[test]
+fn a_pause_past_the_session_timeout_wakes_a_zombie_after_a_second_member_took_over() {
+    let result = Fixture::named("at_least_once")
+        .unwrap()
+        .harness()
+        .name("a_pause_past_the_session_timeout_wakes_a_zombie_after_a_second_member_took_over")
+        .run_schedule(&schedule(2500), at_least_once)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let t = &result.trace;
+    let timeline = kafka_harness::report::timeline(t);
+    let paused = at(t, |k| {
+        matches!(
+            k,
+            EventKind::Paused {
+                hit: 2,
+                millis: 2500,
+                ..
+            }
+        )
+    })
+    .unwrap_or_else(|| panic!("no pause:\n{timeline}"));
+    let resumed = t
+        .events
+        .iter()
+        .find_map(|e| match e.kind {
+            EventKind::Resumed { paused_ms } => Some((e.at_us, paused_ms)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("never continued:\n{timeline}"));
+    assert!(resumed.1 >= 2500, "stopped {} ms:\n{timeline}", resumed.1);
+    // The second member joined and consumed while the worker was stopped.
+    let peer = t
+        .events
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::Started { primary: false, .. }))
+        .unwrap_or_else(|| panic!("no second member:\n{timeline}"))
+        .inc;
+    let peer_polled_while_stopped = t.events.iter().any(|e| {
+        e.inc == peer
+            && matches!(e.kind, EventKind::Polled { .. })
+            && e.at_us > paused
+            && e.at_us < resumed.0
+    });
+    assert!(
+        peer_polled_while_stopped,
+        "the second member did not take over during the pause:\n{timeline}"
+    );
+    // The zombie woke and acted: any event of its own after the SIGCONT.
+    let zombie_acted = t.events.iter().any(|e| e.inc == 1 && e.at_us > resumed.0);
+    assert!(
+        zombie_acted,
+        "the zombie did nothing after waking:\n{timeline}"
+    );
+    // A correct at-least-once consumer keeps its claim through it.
+    assert!(result.verdict.holds(), "{:?}\n{timeline}", result.verdict);
+    eprintln!("{timeline}");
+}
+
+#[test]
+fn a_short_pause_is_ridden_out_without_a_takeover() {
+    let result = Fixture::named("at_least_once")
+        .unwrap()
+        .harness()
+        .name("a_short_pause_is_ridden_out_without_a_takeover")
+        .run_schedule(&schedule(300), at_least_once)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let t = &result.trace;
+    let timeline = kafka_harness::report::timeline(t);
+    assert!(
+        at(t, |k| matches!(k, EventKind::Resumed { .. })).is_some(),
+        "{timeline}"
+    );
+    assert!(
+        at(t, |k| matches!(
+            k,
+            EventKind::Started { primary: false, .. }
+        ))
+        .is_none(),
+        "a 300 ms pause started a second member:\n{timeline}"
+    );
+    // Incarnation 1 itself processed everything after the pause.
+    let applied_by_1 = t
+        .events
+        .iter()
+        .filter(|e| e.inc == 1 && matches!(e.kind, EventKind::Applied { .. }))
+        .count();
+    assert_eq!(applied_by_1, 12, "{timeline}");
+    assert!(result.verdict.holds(), "{:?}\n{timeline}", result.verdict);
+}
