@@ -111,7 +111,51 @@ fn checking(n: u64) {
     );
 }
 
+/// The Postgres sink as a user's consumer drives it: the harness prepares the case schema,
+/// the consumer's own client inserts (one autocommitted `INSERT … ON CONFLICT DO NOTHING` per
+/// effect), the harness reads the rows back. Skipped with the reason when no Postgres starts.
+fn postgres(n: u64) {
+    use kafka_harness::sink::{PostgresSink, ReadBackContext};
+    let sink = PostgresSink::new(
+        "CREATE TABLE orders (order_id bigint PRIMARY KEY, customer text NOT NULL)",
+        "SELECT customer, order_id FROM orders",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let started = Instant::now();
+    if let Err(e) = sink.prepare(dir.path()) {
+        println!("postgres       skipped: {e}");
+        return;
+    }
+    let prepare_ms = started.elapsed().as_secs_f64() * 1e3;
+    let url = std::fs::read_to_string(dir.path().join("postgres.url")).expect("connection file");
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    let insert = db
+        .prepare("INSERT INTO orders (order_id, customer) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .expect("prepare");
+    let started = Instant::now();
+    for id in 0..n {
+        db.execute(&insert, &[&(id as i64), &format!("k{}", id % 100)])
+            .expect("insert");
+    }
+    let ns = started.elapsed().as_nanos() as f64 / n as f64;
+    let started = Instant::now();
+    let back = sink
+        .read_back(&ReadBackContext {
+            dir: dir.path(),
+            client: rdkafka::ClientConfig::new(),
+            output_topic: "unused",
+        })
+        .expect("read back");
+    assert_eq!(back.applied.len() as u64, n);
+    println!(
+        "postgres       {n:>7} effects  {ns:>9.0} ns/effect  ({:.0} effects/s; schema set-up {prepare_ms:.1} ms incl. server start, read-back {:.1} ms)",
+        1e9 / ns,
+        started.elapsed().as_secs_f64() * 1e3
+    );
+}
+
 fn main() {
+    postgres(2_000);
     per_effect("ledger", &LedgerSink, 20_000);
     per_effect("sqlite-upsert", &UpsertSink, 2_000);
     per_effect("sqlite-append", &AppendSink, 2_000);

@@ -480,6 +480,14 @@ pub fn committed_too_far(trace: &Trace) -> Vec<Violation> {
 
 /// Liveness: the group drained after the faults stopped.
 pub fn stuck(trace: &Trace) -> Vec<Violation> {
+    let committed_ever = trace.events.iter().any(|e| match &e.kind {
+        EventKind::Committed { offsets, .. } => !offsets.is_empty(),
+        EventKind::BrokerCommitObserved { offsets, .. } => !offsets.is_empty(),
+        EventKind::BrokerCommitted { offsets } => offsets.iter().any(|(_, o)| o.is_some()),
+        _ => false,
+    });
+    let effects = trace.applied().count() + trace.output.as_ref().map_or(0, Vec::len);
+    let effects_without_commit = if committed_ever { 0 } else { effects };
     trace
         .events
         .iter()
@@ -487,6 +495,7 @@ pub fn stuck(trace: &Trace) -> Vec<Violation> {
             EventKind::Stuck { lag, waited_ms } => Some(Violation::Stuck {
                 lag: lag.clone(),
                 waited_ms: *waited_ms,
+                effects_without_commit,
             }),
             _ => None,
         })

@@ -407,7 +407,37 @@ fn a_group_that_does_not_drain_is_stuck() {
     );
     let v = check(&t.done(), Guarantee::AtLeastOnce).unwrap();
     assert_eq!(v.kinds(), vec![ViolationKind::Stuck]);
-    assert!(v.violations[0].to_string().contains("partition 0: 1"));
+    let text = v.violations[0].to_string();
+    assert!(text.contains("partition 0: 1"));
+    // An effect and no commit of the group, ever: the hint names the likely cause.
+    assert!(
+        text.contains(
+            "1 effect(s) were applied but the broker never saw a commit of the case's group"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_stuck_group_that_committed_gets_no_other_group_hint() {
+    let mut t = T::new(SinkSemantics::Ledger, 1, 2);
+    t.start(1).apply(1, 0);
+    t.push(
+        0,
+        EventKind::BrokerCommitted {
+            offsets: vec![(0, Some(1))],
+        },
+    );
+    t.push(
+        0,
+        EventKind::Stuck {
+            lag: vec![(0, 1)],
+            waited_ms: 5000,
+        },
+    );
+    let v = check(&t.done(), Guarantee::AtLeastOnce).unwrap();
+    let text = v.violations[0].to_string();
+    assert!(!text.contains("never saw a commit"), "{text}");
 }
 
 #[test]

@@ -79,6 +79,10 @@ fn mode_word(mode: CommitMode) -> &'static str {
     }
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// How an incarnation died.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeathWitness {
@@ -165,6 +169,10 @@ pub enum Violation {
         lag: Vec<(i32, i64)>,
         /// How long the harness waited.
         waited_ms: u64,
+        /// Effects were applied, yet no commit of the case's group was ever seen: the
+        /// consumer commits elsewhere (another `group.id`) or never.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        effects_without_commit: usize,
     },
 }
 
@@ -251,9 +259,13 @@ impl std::fmt::Display for Violation {
                 f,
                 "committed too far on partition {partition}: {commit} while {count} message(s) below it were not yet processed, first {unprocessed} — a crash there loses them"
             ),
-            Violation::Stuck { lag, waited_ms } => {
+            Violation::Stuck { lag, waited_ms, effects_without_commit } => {
                 let lag: Vec<String> = lag.iter().filter(|(_, l)| *l > 0).map(|(p, l)| format!("partition {p}: {l}")).collect();
-                write!(f, "the group did not drain within {waited_ms} ms after the faults stopped (lag {})", lag.join(", "))
+                write!(f, "the group did not drain within {waited_ms} ms after the faults stopped (lag {})", lag.join(", "))?;
+                if *effects_without_commit > 0 {
+                    write!(f, "; {effects_without_commit} effect(s) were applied but the broker never saw a commit of the case's group — a client built by your code must take its group.id from ctx.consumer_config(), and commit")?;
+                }
+                Ok(())
             }
         }
     }

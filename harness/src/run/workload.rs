@@ -84,7 +84,21 @@ impl Case<'_> {
         for id in 0..w.messages as u64 {
             let key = w.key_of(id);
             let payload = match &self.runner.payload {
-                Some(generate) => generate(id, &key),
+                // The user's generator runs here, in the orchestrator: a panic in it is a
+                // configuration error naming the message, not a crashed test.
+                Some(generate) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    generate(id, &key)
+                }))
+                .map_err(|panic| {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a non-string panic".into());
+                    crate::Error::Config(format!(
+                        "the payload generator (Harness::payload) panicked for message {id} (key {key:?}): {why}"
+                    ))
+                })?,
                 None => Record::default_payload(id, &key),
             };
             let id_text = id.to_string();

@@ -66,13 +66,17 @@ impl SinkFactory for OutputTopicSink {
         loop {
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
-                    let id = m
-                        .payload()
-                        .and_then(|p| std::str::from_utf8(p).ok())
-                        .and_then(|s| s.parse::<u64>().ok())
+                    // The input's id header (a consumer that copies headers), else a payload
+                    // that is the id (the instrumented producer's records).
+                    let id = crate::worker::message_id(&m)
+                        .or_else(|| {
+                            m.payload()
+                                .and_then(|p| std::str::from_utf8(p).ok())
+                                .and_then(|s| s.parse::<u64>().ok())
+                        })
                         .ok_or_else(|| {
                             Error::Sink(format!(
-                                "output record at offset {} is not an id",
+                                "output record at offset {} carries no `kafka-harness-id` header and its payload is not an id: copy the input record's headers to what you produce",
                                 m.offset()
                             ))
                         })?;

@@ -105,6 +105,23 @@ impl WorkerCtx {
         c
     }
 
+    /// Configuration for a transactional producer you build yourself (`FutureProducer`,
+    /// `BaseProducer`, with your own context) writing to [`WorkerCtx::output_topic`]: bootstrap
+    /// servers, this case's `transactional.id` (the same in every incarnation, so a restart
+    /// fences the crashed one), idempotence, `acks=all` and a 10 s transaction timeout.
+    /// The output-topic sink identifies an output record by the `kafka-harness-id` header
+    /// (copy the input's headers to it) or a payload that is the decimal id.
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.spec.cluster.bootstrap)
+            .set("transactional.id", &self.spec.transactional_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("transaction.timeout.ms", "10000")
+            .set("broker.address.family", "v4");
+        c
+    }
+
     fn merged(&self, base: ClientConfig, user: &ClientConfig) -> Result<ClientConfig, WorkerError> {
         let mut c = base;
         for (k, v) in user.config_map() {

@@ -103,3 +103,25 @@ fn a_postgres_sink_opened_through_ctx_sink_is_a_clear_error() {
         .expect("open refuses");
     assert!(err.to_string().contains("connection_string"), "{err}");
 }
+
+#[test]
+fn a_panicking_payload_generator_is_one_clear_error_before_anything_is_judged() {
+    let err = Fixture::named("stream_stored_offsets")
+        .unwrap()
+        .harness()
+        .name("a_panicking_payload_generator_is_one_clear_error_before_anything_is_judged")
+        .payload(|id, key| {
+            if id == 2 {
+                panic!("no template for order {id}");
+            }
+            kafka_harness_fixtures::order_json(id, key)
+        })
+        .run_schedule(&Schedule::new(WORKLOAD), stream_stored_offsets)
+        .expect_err("the generator panics for message 2");
+    let text = err.to_string();
+    assert!(
+        text.contains("the payload generator (Harness::payload) panicked for message 2")
+            && text.contains("no template for order 2"),
+        "{text}"
+    );
+}
