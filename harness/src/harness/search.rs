@@ -365,12 +365,42 @@ impl Harness {
             }
         }
         // proptest's shrink budget can run out with a fault still removable, or with an outage
-        // still timed: finish with one-fault deletions and deterministic outages, all tried
-        // side by side, until no single step keeps the failure.
+        // still timed: finish with one-fault deletions and deterministic outages.
+        if let Some(smaller) =
+            self.minimize(runner, &schedule, kind, started + max_time, next_case)?
+        {
+            steps += smaller.steps;
+            schedule = smaller.found.schedule;
+            result = smaller.found.result;
+            dir = smaller.found.dir;
+        }
+        let found = Found {
+            schedule,
+            result,
+            dir,
+            original: Some(original),
+        };
+        self.fail(runner, found, kind, seed, steps, cases, next_case)
+    }
+
+    /// One-fault deletions and deterministic outages ([`simpler_schedules`]) of `schedule`,
+    /// all tried side by side, round after round until no single step keeps the failure (or
+    /// `deadline`): the smallest failing schedule, if smaller than `schedule`.
+    fn minimize(
+        &self,
+        runner: &CaseRunner,
+        schedule: &Schedule,
+        kind: Option<ViolationKind>,
+        deadline: Instant,
+        next_case: &mut dyn FnMut() -> u64,
+    ) -> Result<Option<Minimized>> {
+        let mut best: Option<Minimized> = None;
+        let mut steps = 0;
         let mut rounds = 0;
-        while rounds < MINIMIZE_ROUNDS && started.elapsed() < max_time {
+        while rounds < MINIMIZE_ROUNDS && Instant::now() < deadline {
             rounds += 1;
-            let candidates = simpler_schedules(&schedule);
+            let from = best.as_ref().map_or(schedule, |b| &b.found.schedule);
+            let candidates = simpler_schedules(from);
             if candidates.is_empty() {
                 break;
             }
@@ -385,10 +415,16 @@ impl Harness {
                     && !r.verdict.holds()
                     && kind.is_none_or(|k| r.verdict.kinds().contains(&k))
                 {
-                    schedule = candidate;
-                    result = r;
-                    dir = d;
                     steps += 1;
+                    best = Some(Minimized {
+                        found: Found {
+                            schedule: candidate,
+                            result: r,
+                            dir: d,
+                            original: None,
+                        },
+                        steps,
+                    });
                     accepted = true;
                 }
             }
@@ -396,13 +432,7 @@ impl Harness {
                 break;
             }
         }
-        let found = Found {
-            schedule,
-            result,
-            dir,
-            original: Some(original),
-        };
-        self.fail(runner, found, kind, seed, steps, cases, next_case)
+        Ok(best)
     }
 
     /// Confirm the failure by re-running it, save it and build the report. A minimal
@@ -416,7 +446,7 @@ impl Harness {
         found: Found,
         kind: Option<ViolationKind>,
         seed: String,
-        shrink_steps: u32,
+        mut shrink_steps: u32,
         cases: u32,
         next_case: &mut dyn FnMut() -> u64,
     ) -> Result<Outcome> {
@@ -481,6 +511,30 @@ impl Harness {
                     break;
                 }
             }
+            if reproduced * 2 >= self.confirm_runs && schedule.faults.len() > 1 {
+                // Shrinking judged timing-dependent runs once each: a fault whose deletion
+                // "held" once may not be needed. Shrink again from the schedule that
+                // reproduces, and keep the smaller one only if it reproduces as well.
+                let deadline = Instant::now() + REMINIMIZE_TIME;
+                if let Some(smaller) =
+                    self.minimize(runner, &schedule, kind, deadline, next_case)?
+                {
+                    let rate =
+                        self.reproductions(runner, &smaller.found.schedule, kind, next_case)?;
+                    if rate * 2 >= self.confirm_runs {
+                        eprintln!(
+                            "kafka-harness: shrunk again from it to {}, which reproduced {rate}/{n}",
+                            faults_word(&smaller.found.schedule),
+                            n = self.confirm_runs
+                        );
+                        shrink_steps += smaller.steps;
+                        reproduced = rate;
+                        schedule = smaller.found.schedule;
+                        result = smaller.found.result;
+                        dir = smaller.found.dir;
+                    }
+                }
+            }
         }
         let saved = self.save(&runner.name, &schedule)?;
         let case_dir = Some(dir.keep());
@@ -533,8 +587,17 @@ struct Found {
     original: Option<Schedule>,
 }
 
+/// A schedule [`Harness::minimize`] made smaller, and how many steps it kept.
+struct Minimized {
+    found: Found,
+    steps: u32,
+}
+
 /// Rounds of [`simpler_schedules`] after proptest's shrinking.
 const MINIMIZE_ROUNDS: u32 = 6;
+
+/// How long shrinking again from a sturdier schedule may take.
+const REMINIMIZE_TIME: Duration = Duration::from_secs(300);
 
 /// One step simpler than `schedule`, most valuable first: each fault removed (when more than
 /// one), then each timed sink outage made a count of plain transient failures (which replays
