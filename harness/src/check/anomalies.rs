@@ -478,6 +478,80 @@ pub fn committed_too_far(trace: &Trace) -> Vec<Violation> {
     out
 }
 
+/// Commit durability: an incarnation never polls a message below the committed offset the
+/// broker was seen holding for that partition before the incarnation started. Client test
+/// suites allow duplicates only within the last uncommitted window; a redelivery below it
+/// means a commit the broker had accepted was lost or overwritten by a lower one (a zombie's
+/// stale commit, a retried commit of old offsets, a coordinator that lost it). The broker
+/// reads are the witness, so a drop between two reads that no read saw is still caught.
+/// One violation per (incarnation, partition), naming the first such message.
+pub fn redelivered_below_commit(trace: &Trace) -> Vec<Violation> {
+    let mut held: HashMap<i32, CommitWitness> = HashMap::new();
+    let mut window: HashMap<Incarnation, HashMap<i32, CommitWitness>> = HashMap::new();
+    // (inc, partition) → index in `out`
+    let mut reported: HashMap<(Incarnation, i32), usize> = HashMap::new();
+    let mut out: Vec<Violation> = Vec::new();
+    let see = |held: &mut HashMap<i32, CommitWitness>, p: i32, o: i64, at_us: u64| {
+        if held.get(&p).is_none_or(|w| o > w.offset) {
+            held.insert(
+                p,
+                CommitWitness {
+                    inc: 0,
+                    offset: o,
+                    at_us,
+                    mode: None,
+                    since_us: None,
+                },
+            );
+        }
+    };
+    for e in &trace.events {
+        match &e.kind {
+            EventKind::BrokerCommitObserved { offsets, .. } => {
+                for o in offsets {
+                    see(&mut held, o.partition, o.offset, e.at_us);
+                }
+            }
+            EventKind::BrokerCommitted { offsets } => {
+                for (p, o) in offsets {
+                    if let Some(o) = o {
+                        see(&mut held, *p, *o, e.at_us);
+                    }
+                }
+            }
+            EventKind::Started { .. } => {
+                window.entry(e.inc).or_insert_with(|| held.clone());
+            }
+            EventKind::Polled { msg } => {
+                let Some(commit) = window.get(&e.inc).and_then(|w| w.get(&msg.partition)) else {
+                    continue;
+                };
+                if msg.offset >= commit.offset {
+                    continue;
+                }
+                match reported.get(&(e.inc, msg.partition)) {
+                    Some(&i) => {
+                        if let Violation::RedeliveredBelowCommit { count, .. } = &mut out[i] {
+                            *count += 1;
+                        }
+                    }
+                    None => {
+                        reported.insert((e.inc, msg.partition), out.len());
+                        out.push(Violation::RedeliveredBelowCommit {
+                            inc: e.inc,
+                            msg: *msg,
+                            commit: commit.clone(),
+                            count: 1,
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Liveness: the group drained after the faults stopped.
 pub fn stuck(trace: &Trace) -> Vec<Violation> {
     let committed_ever = trace.events.iter().any(|e| match &e.kind {

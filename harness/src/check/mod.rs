@@ -1,7 +1,7 @@
 //! Checkers: pure functions from a [`Trace`] to violations, with witnesses. No I/O.
 //!
 //! One function per anomaly (`lost`, `duplicated`, `state_mismatch`, `output_anomalies`,
-//! `commit_backwards`, `committed_too_far`, `stuck`), then one policy step per [`Guarantee`]
+//! `commit_backwards`, `committed_too_far`, `redelivered_below_commit`, `stuck`), then one policy step per [`Guarantee`]
 //! that decides which anomalies break it. A malformed trace (a harness bug) is an `Err`, never
 //! a failing verdict.
 //!
@@ -25,8 +25,8 @@ mod violation;
 use serde::{Deserialize, Serialize};
 
 pub use anomalies::{
-    commit_backwards, committed_too_far, duplicated, lost, output_anomalies, state_mismatch, stuck,
-    validate,
+    commit_backwards, committed_too_far, duplicated, lost, output_anomalies,
+    redelivered_below_commit, state_mismatch, stuck, validate,
 };
 pub use violation::{CommitWitness, DeathWitness, Violation, ViolationKind};
 
@@ -37,9 +37,11 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Guarantee {
-    /// No loss; commits never backwards and never past what was processed; drains.
+    /// No loss; commits never backwards and never past what was processed; no redelivery
+    /// below a committed offset; drains.
     AtLeastOnce,
-    /// No duplicate effect; commits never backwards; drains.
+    /// No duplicate effect; commits never backwards; no redelivery below a committed offset;
+    /// drains.
     AtMostOnce,
     /// Final sink state equals applying every input once, in order, and no loss; drains.
     /// Needs a sink with state (upsert or append).
@@ -65,8 +67,14 @@ impl Guarantee {
     pub fn breaking_kinds(self) -> &'static [ViolationKind] {
         use ViolationKind::*;
         match self {
-            Guarantee::AtLeastOnce => &[Lost, CommitBackwards, CommittedTooFar, Stuck],
-            Guarantee::AtMostOnce => &[Duplicated, CommitBackwards, Stuck],
+            Guarantee::AtLeastOnce => &[
+                Lost,
+                CommitBackwards,
+                CommittedTooFar,
+                RedeliveredBelowCommit,
+                Stuck,
+            ],
+            Guarantee::AtMostOnce => &[Duplicated, CommitBackwards, RedeliveredBelowCommit, Stuck],
             Guarantee::EffectivelyOnce => &[Lost, StateMismatch, Stuck],
             Guarantee::ExactlyOnceTransactional => &[OutputLost, OutputDuplicated, Stuck],
         }
@@ -138,6 +146,7 @@ pub fn check(trace: &Trace, guarantee: Guarantee) -> Result<Verdict> {
                 .collect(),
             ViolationKind::CommitBackwards => commit_backwards(trace),
             ViolationKind::CommittedTooFar => committed_too_far(trace),
+            ViolationKind::RedeliveredBelowCommit => redelivered_below_commit(trace),
             ViolationKind::Stuck => stuck(trace),
         });
     }

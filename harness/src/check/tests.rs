@@ -70,6 +70,10 @@ impl T {
             },
         )
     }
+    fn poll(&mut self, inc: Incarnation, id: u64) -> &mut Self {
+        let msg = self.msg(id);
+        self.push(inc, EventKind::Polled { msg })
+    }
     fn apply(&mut self, inc: Incarnation, id: u64) -> &mut Self {
         let msg = self.msg(id);
         self.push(inc, EventKind::Applied { msg })
@@ -356,6 +360,69 @@ fn a_commit_lower_than_an_earlier_one_goes_backwards() {
 }
 
 #[test]
+fn a_restart_given_messages_below_a_commit_the_broker_held_is_a_redelivery_beyond_the_window() {
+    // Incarnation 1 processes 0..3 and commits 3; the broker is read holding 3 after it died.
+    // Incarnation 2 is then given offsets 1 and 2 again: the commit was lost.
+    let mut t = T::new(SinkSemantics::Ledger, 1, 4);
+    t.start(1);
+    for id in 0..3 {
+        t.poll(1, id).apply(1, id);
+    }
+    t.commit(1, 0, 3).crash(1, "after-commit");
+    t.push(
+        0,
+        EventKind::BrokerCommitted {
+            offsets: vec![(0, Some(3))],
+        },
+    );
+    t.start(2);
+    for id in 1..4 {
+        t.poll(2, id).apply(2, id);
+    }
+    t.drained();
+    let trace = t.done();
+    let found = redelivered_below_commit(&trace);
+    assert_eq!(found.len(), 1);
+    let Violation::RedeliveredBelowCommit {
+        inc,
+        msg,
+        commit,
+        count,
+    } = &found[0]
+    else {
+        panic!("{found:?}")
+    };
+    assert_eq!((*inc, msg.offset, commit.offset, *count), (2, 1, 3, 2));
+    assert_eq!(
+        found[0].to_string(),
+        "message 1 (partition 0, offset 1) was delivered again to incarnation 2 although offset 3 was found committed on the broker at 0.0 ms, before that incarnation started (2 message(s) below it delivered again): a commit was lost or went backwards"
+    );
+    for g in [Guarantee::AtLeastOnce, Guarantee::AtMostOnce] {
+        assert!(check(&trace, g)
+            .unwrap()
+            .kinds()
+            .contains(&ViolationKind::RedeliveredBelowCommit));
+    }
+    // Effectively-once judges the state, which redelivery into an idempotent sink keeps.
+    assert!(!Guarantee::EffectivelyOnce
+        .breaking_kinds()
+        .contains(&ViolationKind::RedeliveredBelowCommit));
+}
+
+#[test]
+fn redelivery_within_the_uncommitted_window_and_commits_seen_after_the_start_are_not_judged() {
+    // Committed 1 before incarnation 2 started: offsets 1 and 2 again are within the window.
+    let mut t = T::new(SinkSemantics::Ledger, 1, 3);
+    t.start(1).poll(1, 0).apply(1, 0).poll(1, 1).apply(1, 1);
+    t.observe(0, 1, 1).crash(1, "p").start(2);
+    // A read that shows a higher commit *after* incarnation 2 started does not bind it: it
+    // may have started from the earlier position legitimately.
+    t.observe(0, 3, 1);
+    t.poll(2, 1).apply(2, 1).poll(2, 2).apply(2, 2).drained();
+    assert!(redelivered_below_commit(&t.done()).is_empty());
+}
+
+#[test]
 fn committing_past_a_message_not_yet_applied_is_committed_too_far_once_per_message() {
     let mut t = T::new(SinkSemantics::Ledger, 1, 2);
     t.start(1)
@@ -513,6 +580,9 @@ fn a_guarantee_is_refused_with_a_sink_that_cannot_judge_it() {
 #[derive(Debug, Clone)]
 enum Op {
     Apply(u64),
+    Poll(u64),
+    /// The op's incarnation starts here (again: only its first start counts).
+    Start,
     Commit(i32, i64),
     Observe(i32, i64, u64),
     Crash,
@@ -523,6 +593,8 @@ fn synthetic() -> impl Strategy<Value = Trace> {
         .prop_flat_map(|(partitions, messages, upsert)| {
             let op = prop_oneof![
                 (0..messages).prop_map(Op::Apply),
+                (0..messages).prop_map(Op::Poll),
+                Just(Op::Start),
                 (0..partitions, 0i64..=4).prop_map(|(p, o)| Op::Commit(p, o)),
                 (0..partitions, 0i64..=4, 1u64..=3).prop_map(|(p, o, b)| Op::Observe(p, o, b)),
                 Just(Op::Crash),
@@ -543,15 +615,19 @@ fn synthetic() -> impl Strategy<Value = Trace> {
                 SinkSemantics::Append
             };
             let mut t = T::new(sink, partitions, messages);
-            t.start(1).start(2).start(3);
+            t.start(1);
             for (inc, op) in ops {
                 match op {
                     Op::Apply(id) => t.apply(inc, id),
+                    Op::Poll(id) => t.poll(inc, id),
+                    Op::Start => t.start(inc),
                     Op::Commit(p, o) => t.commit(inc, p, o),
                     Op::Observe(p, o, back) => t.observe(p, o, back),
                     Op::Crash => t.crash(inc, "p"),
                 };
             }
+            // Every incarnation starts (validation): those the ops never started, at the end.
+            t.start(2).start(3);
             t.drained();
             t.trace.state = Some(
                 state
@@ -568,6 +644,13 @@ fn ref_counts(t: &Trace, id: u64) -> usize {
         .iter()
         .filter(|e| matches!(&e.kind, EventKind::Applied { msg } if msg.id == id))
         .count()
+}
+
+fn ref_partition(t: &Trace, id: u64) -> i32 {
+    ref_produced(t)
+        .into_iter()
+        .find(|(m, _)| m.id == id)
+        .map_or(-1, |(m, _)| m.partition)
 }
 
 fn ref_produced(t: &Trace) -> Vec<(MessageRef, String)> {
@@ -668,6 +751,37 @@ proptest! {
     }
 
     #[test]
+    fn redelivery_below_commit_agrees_with_scanning_every_earlier_event(t in synthetic()) {
+        // For each poll: the incarnation's first start before it; the highest broker-seen
+        // commit of the partition before that start; flagged when the poll is below it. First
+        // per (incarnation, partition), with the count.
+        let ev = &t.events;
+        let mut want: Vec<(u32, u64, i64, usize)> = vec![];
+        for (i, e) in ev.iter().enumerate() {
+            let EventKind::Polled { msg } = &e.kind else { continue };
+            let Some(s) = ev.iter().position(|x| x.inc == e.inc && matches!(x.kind, EventKind::Started { .. })) else { continue };
+            if s > i {
+                continue;
+            }
+            let held = ev[..s].iter().filter_map(|x| match &x.kind {
+                EventKind::BrokerCommitObserved { offsets, .. } if offsets[0].partition == msg.partition => Some(offsets[0].offset),
+                _ => None,
+            }).max();
+            if held.is_some_and(|h| msg.offset < h) {
+                match want.iter_mut().find(|w| w.0 == e.inc && ref_partition(&t, w.1) == msg.partition) {
+                    Some(w) => w.3 += 1,
+                    None => want.push((e.inc, msg.id, held.unwrap_or_default(), 1)),
+                }
+            }
+        }
+        let got: Vec<(u32, u64, i64, usize)> = redelivered_below_commit(&t).into_iter().map(|v| match v {
+            Violation::RedeliveredBelowCommit { inc, msg, commit, count } => (inc, msg.id, commit.offset, count),
+            _ => unreachable!(),
+        }).collect();
+        prop_assert_eq!(got, want);
+    }
+
+    #[test]
     fn each_guarantee_holds_exactly_when_none_of_its_breaking_anomalies_occur(t in synthetic()) {
         for g in [Guarantee::AtLeastOnce, Guarantee::AtMostOnce, Guarantee::EffectivelyOnce] {
             let v = check(&t, g).unwrap();
@@ -677,6 +791,7 @@ proptest! {
                 ViolationKind::StateMismatch => !state_mismatch(&t).unwrap().is_empty(),
                 ViolationKind::CommitBackwards => !commit_backwards(&t).is_empty(),
                 ViolationKind::CommittedTooFar => !committed_too_far(&t).is_empty(),
+                ViolationKind::RedeliveredBelowCommit => !redelivered_below_commit(&t).is_empty(),
                 ViolationKind::Stuck => !stuck(&t).is_empty(),
                 _ => false,
             });

@@ -22,6 +22,9 @@ pub enum ViolationKind {
     CommitBackwards,
     /// An offset was committed past a message not yet processed (a loss waiting for a crash).
     CommittedTooFar,
+    /// A restarted consumer was given a message below an offset the broker had been seen
+    /// holding committed: a commit was lost or went backwards.
+    RedeliveredBelowCommit,
     /// The group did not drain after the faults stopped.
     Stuck,
 }
@@ -163,6 +166,19 @@ pub enum Violation {
         /// How many such messages.
         count: usize,
     },
+    /// An incarnation polled a message below the committed offset the broker was seen
+    /// holding for its partition before that incarnation started: a redelivery beyond the
+    /// uncommitted window.
+    RedeliveredBelowCommit {
+        /// The incarnation that polled it.
+        inc: Incarnation,
+        /// The first such message it polled.
+        msg: MessageRef,
+        /// The highest committed offset seen on the broker before the incarnation started.
+        commit: CommitWitness,
+        /// How many messages of the partition below that offset it polled.
+        count: usize,
+    },
     /// Lag remained after the drain timeout.
     Stuck {
         /// Lag per partition.
@@ -187,6 +203,7 @@ impl Violation {
             Violation::OutputDuplicated { .. } => ViolationKind::OutputDuplicated,
             Violation::CommitBackwards { .. } => ViolationKind::CommitBackwards,
             Violation::CommittedTooFar { .. } => ViolationKind::CommittedTooFar,
+            Violation::RedeliveredBelowCommit { .. } => ViolationKind::RedeliveredBelowCommit,
             Violation::Stuck { .. } => ViolationKind::Stuck,
         }
     }
@@ -197,7 +214,8 @@ impl Violation {
             Violation::Lost { msg, .. }
             | Violation::Duplicated { msg, .. }
             | Violation::OutputLost { msg }
-            | Violation::OutputDuplicated { msg, .. } => Some(*msg),
+            | Violation::OutputDuplicated { msg, .. }
+            | Violation::RedeliveredBelowCommit { msg, .. } => Some(*msg),
             Violation::CommittedTooFar { unprocessed, .. } => Some(*unprocessed),
             _ => None,
         }
@@ -258,6 +276,10 @@ impl std::fmt::Display for Violation {
             Violation::CommittedTooFar { partition, commit, unprocessed, count } => write!(
                 f,
                 "committed too far on partition {partition}: {commit} while {count} message(s) below it were not yet processed, first {unprocessed} — a crash there loses them"
+            ),
+            Violation::RedeliveredBelowCommit { inc, msg, commit, count } => write!(
+                f,
+                "{msg} was delivered again to incarnation {inc} although {commit}, before that incarnation started ({count} message(s) below it delivered again): a commit was lost or went backwards"
             ),
             Violation::Stuck { lag, waited_ms, effects_without_commit } => {
                 let lag: Vec<String> = lag.iter().filter(|(_, l)| *l > 0).map(|(p, l)| format!("partition {p}: {l}")).collect();
