@@ -218,6 +218,10 @@ pub enum EventKind {
         hit: u32,
         /// How long the schedule pauses it.
         millis: u64,
+        /// For a `pause-after` fault: the point its hit was counted from (and `hit` is
+        /// counted from there).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
     },
     /// The orchestrator continued (SIGCONT) a paused worker.
     Resumed {

@@ -20,8 +20,7 @@ pub struct PointCoverage {
     pub discovered_hits: u32,
     /// Hits over every case.
     pub hits: u64,
-    /// Faults that fired at this point, per point-targeting kind (`crash`, `crash-after`,
-    /// `rebalance-at`).
+    /// Faults that fired at this point, per point-targeting kind ([`POINT_KINDS`]).
     pub fired: BTreeMap<String, u32>,
 }
 
@@ -49,7 +48,13 @@ pub struct Coverage {
 }
 
 /// The fault kinds that fire at a crash point.
-pub const POINT_KINDS: [&str; 4] = ["crash", "crash-after", "rebalance-at", "pause-at"];
+pub const POINT_KINDS: [&str; 5] = [
+    "crash",
+    "crash-after",
+    "rebalance-at",
+    "pause-at",
+    "pause-after",
+];
 
 impl Coverage {
     /// Coverage before any case: the points discovery found, the kinds `kinds` allows.
@@ -66,6 +71,9 @@ impl Coverage {
         }
         if kinds.pauses {
             enabled.push("pause-at".to_string());
+        }
+        if kinds.pauses && kinds.rebalances {
+            enabled.push("pause-after".to_string());
         }
         let points = discovered
             .iter()
@@ -118,7 +126,10 @@ impl Coverage {
                 EventKind::Crashed { point, .. } => self.fired_at(point, "crash"),
                 EventKind::CrashedAfter { point, .. } => self.fired_at(point, "crash-after"),
                 EventKind::RebalanceRequested { point, .. } => self.fired_at(point, "rebalance-at"),
-                EventKind::Paused { point, .. } => self.fired_at(point, "pause-at"),
+                EventKind::Paused {
+                    point, after: None, ..
+                } => self.fired_at(point, "pause-at"),
+                EventKind::Paused { point, .. } => self.fired_at(point, "pause-after"),
                 EventKind::Killed { reason } if *reason != KillReason::StopTimeout => {
                     count(&mut self.kinds, "kill".into())
                 }

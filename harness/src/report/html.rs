@@ -358,14 +358,20 @@ fn swimlanes(trace: &Trace, partition: i32, violating: &BTreeSet<u64>) -> String
                     None,
                 );
             }
-            EventKind::Paused { point, hit, millis } => mark(
+            EventKind::Paused {
+                point,
+                hit,
+                millis,
+                after,
+            } => mark(
                 at,
                 inc,
                 "pause",
                 None,
                 format!(
-                    "{} stops (SIGSTOP) at `{point}` hit #{hit} for {millis} ms",
-                    who(inc)
+                    "{} stops (SIGSTOP) at `{point}` hit #{hit}{} for {millis} ms",
+                    who(inc),
+                    super::after_anchor(after)
                 ),
                 Some("⏸".into()),
             ),

@@ -273,9 +273,17 @@ pub fn timeline(trace: &Trace) -> String {
                     format!("⇄ waits at `{point}` #{hit} for a rebalance"),
                     None,
                 ),
-                EventKind::Paused { point, hit, millis } => push(
+                EventKind::Paused {
+                    point,
+                    hit,
+                    millis,
+                    after,
+                } => push(
                     e.inc,
-                    format!("⏸ paused at `{point}` #{hit} for {millis} ms"),
+                    format!(
+                        "⏸ paused at `{point}` #{hit}{} for {millis} ms",
+                        after_anchor(after)
+                    ),
                     None,
                 ),
                 EventKind::Resumed { paused_ms } => {
@@ -362,4 +370,12 @@ pub fn timeline(trace: &Trace) -> String {
         let _ = writeln!(out, "time: {}", phases.join(" · "));
     }
     out
+}
+
+/// " after `revoke`" for a fault counted from an anchor, else nothing.
+pub(crate) fn after_anchor(after: &Option<String>) -> String {
+    after
+        .as_ref()
+        .map(|a| format!(" after `{a}`"))
+        .unwrap_or_default()
 }

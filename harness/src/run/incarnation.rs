@@ -131,9 +131,16 @@ fn fired_in_worker(f: &Fault, events: &[Event]) -> Option<bool> {
         Fault::SinkFailure { write, .. } => {
             any(&|k| matches!(k, EventKind::SinkFailed { write: w, .. } if w == write))
         }
-        Fault::PauseAt { point, hit, .. } => any(
-            &|k| matches!(k, EventKind::Paused { point: p, hit: h, .. } if p == point && h == hit),
-        ),
+        Fault::PauseAt { point, hit, .. } => any(&|k| {
+            matches!(k, EventKind::Paused { point: p, hit: h, after: None, .. }
+                if p == point && h == hit)
+        }),
+        Fault::PauseAfter {
+            after, point, hit, ..
+        } => any(&|k| {
+            matches!(k, EventKind::Paused { point: p, hit: h, after: Some(a), .. }
+                if a == after && names(point, p) && h == hit)
+        }),
         Fault::RebalanceAt { point, hit } | Fault::RebalanceAfter { point, hit, .. } => any(
             &|k| matches!(k, EventKind::RebalanceRequested { point: p, hit: h } if names(point, p) && h == hit),
         ),
@@ -684,6 +691,33 @@ mod tests {
                     hit: 1,
                 },
             ),
+            (
+                Fault::PauseAt {
+                    point: "p".into(),
+                    hit: 2,
+                    millis: 300,
+                },
+                EventKind::Paused {
+                    point: "p".into(),
+                    hit: 2,
+                    millis: 300,
+                    after: None,
+                },
+            ),
+            (
+                Fault::PauseAfter {
+                    after: "revoke".into(),
+                    point: "*".into(),
+                    hit: 1,
+                    millis: 300,
+                },
+                EventKind::Paused {
+                    point: "p".into(),
+                    hit: 1,
+                    millis: 300,
+                    after: Some("revoke".into()),
+                },
+            ),
         ];
         for (fault, fired) in cases {
             assert_eq!(
@@ -693,6 +727,19 @@ mod tests {
             );
             assert_eq!(fired_in_worker(&fault, &[]), Some(false), "{fault}");
         }
+        // A pause at a point is not the pause counted from an anchor, nor the reverse.
+        let relative = EventKind::Paused {
+            point: "p".into(),
+            hit: 2,
+            millis: 300,
+            after: Some("revoke".into()),
+        };
+        let absolute = Fault::PauseAt {
+            point: "p".into(),
+            hit: 2,
+            millis: 300,
+        };
+        assert_eq!(fired_in_worker(&absolute, &[event(relative)]), Some(false));
         assert_eq!(
             fired_in_worker(&Fault::KillAfterEffects { effects: 1 }, &[]),
             None

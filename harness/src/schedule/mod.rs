@@ -175,6 +175,21 @@ pub enum Fault {
         /// How long it stays stopped.
         millis: u64,
     },
+    /// A pause at the `hit`-th hit of `point` counted from the first hit of `after` ("pause
+    /// 300 ms at the first thing the consumer does after the revoke"): as [`Fault::PauseAt`],
+    /// relative to an earlier fault. After a rebalance, a short pause lets the member that
+    /// took partitions over run ahead — process and commit them — before this one goes on
+    /// with whatever it kept of them.
+    PauseAfter {
+        /// The point whose first hit starts the count (e.g. `revoke`).
+        after: String,
+        /// Crash point name where the worker stops (`*`: any point).
+        point: String,
+        /// Which hit after `after` (1-based).
+        hit: u32,
+        /// How long it stays stopped.
+        millis: u64,
+    },
     /// Broker `broker` is hard-killed once this incarnation applied `after_effects` effects,
     /// and restarted right away (containers and local backends).
     BrokerRestart {
@@ -210,6 +225,7 @@ impl Fault {
             Fault::RebalanceAfter { .. } => "rebalance-after",
             Fault::BrokerRestart { .. } => "broker-restart",
             Fault::PauseAt { .. } => "pause-at",
+            Fault::PauseAfter { .. } => "pause-after",
         }
     }
 
@@ -219,7 +235,9 @@ impl Fault {
             Fault::Crash { point, .. }
             | Fault::RebalanceAt { point, .. }
             | Fault::PauseAt { point, .. } => vec![point],
-            Fault::CrashAfter { after, point, .. } | Fault::RebalanceAfter { after, point, .. } => {
+            Fault::CrashAfter { after, point, .. }
+            | Fault::RebalanceAfter { after, point, .. }
+            | Fault::PauseAfter { after, point, .. } => {
                 // `*` is any point, not a name to look up.
                 std::iter::once(after.as_str())
                     .chain((point != ANY_POINT).then_some(point.as_str()))
@@ -274,6 +292,18 @@ impl std::fmt::Display for Fault {
                 write!(
                     f,
                     "rebalance at {} after `{after}`",
+                    relative_hit(point, *hit)
+                )
+            }
+            Fault::PauseAfter {
+                after,
+                point,
+                hit,
+                millis,
+            } => {
+                write!(
+                    f,
+                    "pause (SIGSTOP) at {} after `{after}` for {millis} ms",
                     relative_hit(point, *hit)
                 )
             }
@@ -400,7 +430,9 @@ impl Schedule {
                 Fault::Crash { hit: 0, .. }
                 | Fault::CrashAfter { hit: 0, .. }
                 | Fault::RebalanceAt { hit: 0, .. }
-                | Fault::RebalanceAfter { hit: 0, .. } => {
+                | Fault::RebalanceAfter { hit: 0, .. }
+                | Fault::PauseAt { hit: 0, .. }
+                | Fault::PauseAfter { hit: 0, .. } => {
                     return Err(format!("fault {i}: hits count from 1"));
                 }
                 Fault::SinkFailure { write: 0, .. } => {

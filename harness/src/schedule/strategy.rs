@@ -40,7 +40,8 @@ pub struct FaultKinds {
     /// Broker kill + restart (needs a backend with broker faults).
     pub broker_restarts: bool,
     /// The worker stopped (SIGSTOP) at a crash point for 300 ms, or for 2.5 s — past the
-    /// session timeout, so it wakes as a zombie after a second member took its partitions.
+    /// session timeout, so it wakes as a zombie after a second member took its partitions;
+    /// with `rebalances` too, also 300 ms soon after a revoke (the other member runs ahead).
     pub pauses: bool,
 }
 
@@ -88,7 +89,10 @@ impl ScheduleSpace {
     /// not get faults whose trigger never comes, at every shrink step too.
     pub fn strategy(&self) -> BoxedStrategy<Schedule> {
         let max = self.max;
-        let workload = (
+        // Half the cases get the whole workload: bugs that need several partitions and
+        // records left after a rebalance hide in small ones (and shrinking finds the smallest
+        // that still fails); the other half draw each dimension from 1 up.
+        let drawn = (
             1..=max.messages.max(1),
             1..=max.partitions.max(1),
             1..=max.keys.max(1),
@@ -98,6 +102,12 @@ impl ScheduleSpace {
                 partitions,
                 keys,
             });
+        let whole = Workload {
+            messages: max.messages.max(1),
+            partitions: max.partitions.max(1),
+            keys: max.keys.max(1),
+        };
+        let workload = prop_oneof![drawn, Just(whole)];
         let Some(fault) = self.fault_strategy(max.messages.max(1)) else {
             return workload.prop_map(Schedule::new).boxed();
         };
@@ -144,6 +154,20 @@ impl ScheduleSpace {
             Fault::RebalanceAfter { after, point, hit } => {
                 let hit = hit.min(self.reachable_hits(&point, hit, m));
                 Fault::RebalanceAfter { after, point, hit }
+            }
+            Fault::PauseAfter {
+                after,
+                point,
+                hit,
+                millis,
+            } => {
+                let hit = hit.min(self.reachable_hits(&point, hit, m));
+                Fault::PauseAfter {
+                    after,
+                    point,
+                    hit,
+                    millis,
+                }
             }
             Fault::KillAfterEffects { effects } => Fault::KillAfterEffects {
                 effects: effects.min(m),
@@ -301,27 +325,61 @@ impl ScheduleSpace {
                         .boxed(),
                 ));
             } else {
-                // Half the time right after a poll, where a consumer holds records it has not
-                // processed yet — the moment a revoke hurts; otherwise at any point.
+                // Two times in three right after a poll, where a consumer holds records it has
+                // not processed yet — the moment a revoke hurts —, half of those within the
+                // first three polls (a revoke early leaves the most work for the next owner);
+                // otherwise at any point.
                 let after_poll: Vec<(String, u32)> = points
                     .iter()
                     .filter(|(p, _)| p == AFTER_POLL)
                     .cloned()
                     .collect();
-                let rebalance = if after_poll.is_empty() {
-                    at_point(points.clone(), u32::MAX).boxed()
-                } else {
+                let has_after_poll = !after_poll.is_empty();
+                let rebalance = if has_after_poll {
                     prop_oneof![
+                        at_point(after_poll.clone(), 3),
                         at_point(after_poll, u32::MAX),
                         at_point(points.clone(), u32::MAX)
                     ]
                     .boxed()
+                } else {
+                    at_point(points.clone(), u32::MAX).boxed()
                 }
                 .prop_map(|(point, hit)| Fault::RebalanceAt { point, hit });
-                let then = if k.crashes {
-                    crash_after(ANCHOR_REVOKE).boxed()
-                } else {
+                // Then maybe a crash counted from the revoke, or a short pause there: the
+                // member that took partitions over runs ahead (processes, commits) before
+                // this one goes on with whatever it kept of them.
+                let mut follow: Vec<BoxedStrategy<Option<Fault>>> = Vec::new();
+                if k.crashes {
+                    follow.push(crash_after(ANCHOR_REVOKE).boxed());
+                }
+                if k.pauses {
+                    // Half the time at the first poll after the revoke: the new assignment is
+                    // in force there (a pause inside the revoke handler holds the rebalance
+                    // up instead of letting the other member run).
+                    let next_poll = if has_after_poll {
+                        Just((AFTER_POLL.to_string(), 1u32)).boxed()
+                    } else {
+                        soon_after().boxed()
+                    };
+                    let at = prop_oneof![next_poll, soon_after()];
+                    follow.push(
+                        proptest::option::weighted(
+                            0.75,
+                            at.prop_map(|(point, hit)| Fault::PauseAfter {
+                                after: ANCHOR_REVOKE.to_string(),
+                                point,
+                                hit,
+                                millis: PAUSE_SHORT_MS,
+                            }),
+                        )
+                        .boxed(),
+                    );
+                }
+                let then = if follow.is_empty() {
                     Just(None).boxed()
+                } else {
+                    proptest::strategy::Union::new(follow).boxed()
                 };
                 options.push(
                     (rebalance, then)

@@ -34,8 +34,19 @@ struct Relative {
     after: String,
     point: String,
     hit: u32,
-    /// Crash there (else: wait there for a rebalance).
-    crash: bool,
+    /// What happens at that hit.
+    action: RelativeAction,
+}
+
+/// What a relative fault does when its hit comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RelativeAction {
+    /// Die by SIGKILL.
+    Crash,
+    /// Wait there for a rebalance.
+    Rebalance,
+    /// Stop (SIGSTOP) for this many ms.
+    Pause(u64),
 }
 use crate::{Error, Result};
 
@@ -81,16 +92,26 @@ impl Recorder {
         let relative: Vec<Relative> = faults
             .iter()
             .filter_map(|f| {
-                let (after, point, hit, crash) = match f {
-                    Fault::CrashAfter { after, point, hit } => (after, point, hit, true),
-                    Fault::RebalanceAfter { after, point, hit } => (after, point, hit, false),
+                let (after, point, hit, action) = match f {
+                    Fault::CrashAfter { after, point, hit } => {
+                        (after, point, hit, RelativeAction::Crash)
+                    }
+                    Fault::RebalanceAfter { after, point, hit } => {
+                        (after, point, hit, RelativeAction::Rebalance)
+                    }
+                    Fault::PauseAfter {
+                        after,
+                        point,
+                        hit,
+                        millis,
+                    } => (after, point, hit, RelativeAction::Pause(*millis)),
                     _ => return None,
                 };
                 Some(Relative {
                     after: after.clone(),
                     point: point.clone(),
                     hit: *hit,
-                    crash,
+                    action,
                 })
             })
             .collect();
@@ -200,6 +221,7 @@ impl Recorder {
                 point: point.to_string(),
                 hit,
                 millis: *millis,
+                after: None,
             });
             stop_self();
         }
@@ -232,11 +254,23 @@ impl Recorder {
                 }
             }
         }
-        for r in fire.iter().filter(|r| !r.crash) {
-            // The point actually hit (a `*` fault names no point).
-            self.wait_for_rebalance(point, r.hit);
+        // The point actually hit is recorded (a `*` fault names no point).
+        for r in &fire {
+            match r.action {
+                RelativeAction::Rebalance => self.wait_for_rebalance(point, r.hit),
+                RelativeAction::Pause(millis) => {
+                    self.record(EventKind::Paused {
+                        point: point.to_string(),
+                        hit: r.hit,
+                        millis,
+                        after: Some(r.after.clone()),
+                    });
+                    stop_self();
+                }
+                RelativeAction::Crash => {}
+            }
         }
-        if let Some(r) = fire.into_iter().find(|r| r.crash) {
+        if let Some(r) = fire.into_iter().find(|r| r.action == RelativeAction::Crash) {
             self.record(EventKind::CrashedAfter {
                 after: r.after,
                 point: point.to_string(),
