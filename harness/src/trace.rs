@@ -267,6 +267,15 @@ pub enum EventKind {
         /// `kill`, `restart`, `pause`, `resume`.
         action: String,
     },
+    /// The harness stopped a live worker that had done nothing — no event of its own, no
+    /// progress of any other member — for `idle_ms` while the group still had lag: left
+    /// alone it might have waited forever (judged by `check::wedged`).
+    IdleStopped {
+        /// The incarnation stopped.
+        worker: Incarnation,
+        /// How long it had been idle when the harness stopped it.
+        idle_ms: u64,
+    },
     /// A scheduled fault did not fire (the input was consumed before its trigger).
     FaultSkipped {
         /// The fault.

@@ -1,7 +1,8 @@
 //! Checkers: pure functions from a [`Trace`] to violations, with witnesses. No I/O.
 //!
 //! One function per anomaly (`lost`, `duplicated`, `state_mismatch`, `output_anomalies`,
-//! `commit_backwards`, `committed_too_far`, `redelivered_below_commit`, `stuck`), then one policy step per [`Guarantee`]
+//! `commit_backwards`, `committed_too_far`, `redelivered_below_commit`, `wedged`, `stuck`), then one
+//! policy step per [`Guarantee`]
 //! that decides which anomalies break it. A malformed trace (a harness bug) is an `Err`, never
 //! a failing verdict.
 //!
@@ -21,6 +22,7 @@
 
 mod anomalies;
 mod violation;
+mod wedged;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +30,8 @@ pub use anomalies::{
     commit_backwards, committed_too_far, duplicated, lost, output_anomalies,
     redelivered_below_commit, state_mismatch, stuck, validate,
 };
-pub use violation::{CommitWitness, DeathWitness, Violation, ViolationKind};
+pub use violation::{CommitWitness, DeathWitness, FaultWitness, Violation, ViolationKind};
+pub use wedged::{wedged, BROKER_SETTLE_US};
 
 use crate::trace::{SinkSemantics, Trace};
 use crate::{Error, Result};
@@ -38,15 +41,17 @@ use crate::{Error, Result};
 #[serde(rename_all = "kebab-case")]
 pub enum Guarantee {
     /// No loss; commits never backwards and never past what was processed; no redelivery
-    /// below a committed offset; drains.
+    /// below a committed offset; never wedged; drains.
     AtLeastOnce,
     /// No duplicate effect; commits never backwards; no redelivery below a committed offset;
-    /// drains.
+    /// never wedged; drains.
     AtMostOnce,
-    /// Final sink state equals applying every input once, in order, and no loss; drains.
+    /// Final sink state equals applying every input once, in order, and no loss; never
+    /// wedged; drains.
     /// Needs a sink with state (upsert or append).
     EffectivelyOnce,
-    /// The output topic, read `read_committed`, holds every input exactly once; drains.
+    /// The output topic, read `read_committed`, holds every input exactly once; never
+    /// wedged; drains.
     /// Needs the output-topic sink and a backend with faithful transactions.
     ExactlyOnceTransactional,
 }
@@ -72,11 +77,18 @@ impl Guarantee {
                 CommitBackwards,
                 CommittedTooFar,
                 RedeliveredBelowCommit,
+                Wedged,
                 Stuck,
             ],
-            Guarantee::AtMostOnce => &[Duplicated, CommitBackwards, RedeliveredBelowCommit, Stuck],
-            Guarantee::EffectivelyOnce => &[Lost, StateMismatch, Stuck],
-            Guarantee::ExactlyOnceTransactional => &[OutputLost, OutputDuplicated, Stuck],
+            Guarantee::AtMostOnce => &[
+                Duplicated,
+                CommitBackwards,
+                RedeliveredBelowCommit,
+                Wedged,
+                Stuck,
+            ],
+            Guarantee::EffectivelyOnce => &[Lost, StateMismatch, Wedged, Stuck],
+            Guarantee::ExactlyOnceTransactional => &[OutputLost, OutputDuplicated, Wedged, Stuck],
         }
     }
 
@@ -147,6 +159,7 @@ pub fn check(trace: &Trace, guarantee: Guarantee) -> Result<Verdict> {
             ViolationKind::CommitBackwards => commit_backwards(trace),
             ViolationKind::CommittedTooFar => committed_too_far(trace),
             ViolationKind::RedeliveredBelowCommit => redelivered_below_commit(trace),
+            ViolationKind::Wedged => wedged(trace),
             ViolationKind::Stuck => stuck(trace),
         });
     }

@@ -792,6 +792,7 @@ proptest! {
                 ViolationKind::CommitBackwards => !commit_backwards(&t).is_empty(),
                 ViolationKind::CommittedTooFar => !committed_too_far(&t).is_empty(),
                 ViolationKind::RedeliveredBelowCommit => !redelivered_below_commit(&t).is_empty(),
+                ViolationKind::Wedged => !wedged(&t).is_empty(),
                 ViolationKind::Stuck => !stuck(&t).is_empty(),
                 _ => false,
             });

@@ -25,6 +25,8 @@ pub enum ViolationKind {
     /// A restarted consumer was given a message below an offset the broker had been seen
     /// holding committed: a commit was lost or went backwards.
     RedeliveredBelowCommit,
+    /// A live consumer stopped consuming: idle while records waited in a partition it owned.
+    Wedged,
     /// The group did not drain after the faults stopped.
     Stuck,
 }
@@ -84,6 +86,21 @@ fn mode_word(mode: CommitMode) -> &'static str {
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
+}
+
+/// A fault an incarnation went through, in words, with when it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultWitness {
+    /// "its sink outage (failed write #3)", "its pause of 300 ms", "a rebalance".
+    pub what: String,
+    /// When (its last event).
+    pub at_us: u64,
+}
+
+impl FaultWitness {
+    pub(crate) fn new(what: String, at_us: u64) -> Self {
+        FaultWitness { what, at_us }
+    }
 }
 
 /// How an incarnation died.
@@ -179,6 +196,25 @@ pub enum Violation {
         /// How many messages of the partition below that offset it polled.
         count: usize,
     },
+    /// A live incarnation did nothing for the idle timeout while records waited past its
+    /// position in a partition it owned; the harness had to stop it.
+    Wedged {
+        /// The incarnation.
+        inc: Incarnation,
+        /// The first owned partition with records waiting.
+        partition: i32,
+        /// Its position there: one past what it polled, or the committed offset if higher.
+        next_offset: i64,
+        /// Records waiting past its positions, over every partition it owned.
+        waiting: u64,
+        /// How long it had done nothing when the harness stopped it.
+        idle_ms: u64,
+        /// When that idle stretch began.
+        since_us: u64,
+        /// The last fault it (or the group) went through before the idle stretch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<FaultWitness>,
+    },
     /// Lag remained after the drain timeout.
     Stuck {
         /// Lag per partition.
@@ -204,6 +240,7 @@ impl Violation {
             Violation::CommitBackwards { .. } => ViolationKind::CommitBackwards,
             Violation::CommittedTooFar { .. } => ViolationKind::CommittedTooFar,
             Violation::RedeliveredBelowCommit { .. } => ViolationKind::RedeliveredBelowCommit,
+            Violation::Wedged { .. } => ViolationKind::Wedged,
             Violation::Stuck { .. } => ViolationKind::Stuck,
         }
     }
@@ -281,6 +318,13 @@ impl std::fmt::Display for Violation {
                 f,
                 "{msg} was delivered again to incarnation {inc} although {commit}, before that incarnation started ({count} message(s) below it delivered again): a commit was lost or went backwards"
             ),
+            Violation::Wedged { inc, partition, next_offset, waiting, idle_ms, since_us, after } => {
+                write!(f, "incarnation {inc} stayed alive but stopped consuming: it did nothing for {idle_ms} ms (from {}) while partition {partition} had records waiting from offset {next_offset} ({waiting} in all on the partitions it owned)", ms(*since_us))?;
+                if let Some(a) = after {
+                    write!(f, ", after {} at {}", a.what, ms(a.at_us))?;
+                }
+                write!(f, " — the harness stopped it; in production it would wait forever")
+            }
             Violation::Stuck { lag, waited_ms, effects_without_commit } => {
                 let lag: Vec<String> = lag.iter().filter(|(_, l)| *l > 0).map(|(p, l)| format!("partition {p}: {l}")).collect();
                 write!(f, "the group did not drain within {waited_ms} ms after the faults stopped (lag {})", lag.join(", "))?;

@@ -144,6 +144,10 @@ pub fn render(page: &Page<'_>) -> String {
             EventKind::FaultSkipped { fault } => {
                 Some(format!("{}: fault never fired: {fault}", ms(e.at_us)))
             }
+            EventKind::IdleStopped { worker, idle_ms } => Some(format!(
+                "{}: incarnation {worker} idle for {idle_ms} ms with lag left: stopped",
+                ms(e.at_us)
+            )),
             _ => None,
         })
         .collect();

@@ -348,6 +348,13 @@ pub fn timeline(trace: &Trace) -> String {
             EventKind::Stuck { lag, waited_ms } => {
                 let _ = writeln!(out, "stuck: lag {lag:?} after {waited_ms} ms");
             }
+            EventKind::IdleStopped { worker, idle_ms } => {
+                let _ = writeln!(
+                    out,
+                    "incarnation {worker} idle for {idle_ms} ms with lag left: stopped at {:.1} ms",
+                    e.at_us as f64 / 1000.0
+                );
+            }
             EventKind::RebalanceStarted { state } => {
                 let _ = writeln!(
                     out,

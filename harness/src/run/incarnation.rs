@@ -187,6 +187,13 @@ impl Case<'_> {
         self.record(0, kind);
     }
 
+    fn idle_stopped(&mut self, worker: Incarnation, idle: Duration) {
+        self.orchestrator(EventKind::IdleStopped {
+            worker,
+            idle_ms: idle.as_millis() as u64,
+        });
+    }
+
     /// Committed offsets from the broker. The coordinator's retriable errors are retried
     /// within [`COMMITTED_READ_BOUND`]; anything else is an error at once.
     fn committed(&self) -> Result<Vec<(i32, Option<i64>)>> {
@@ -360,6 +367,8 @@ impl Case<'_> {
         let deadline = Instant::now() + self.runner.timing.incarnation;
         let mut last_read = Instant::now();
         let mut last_change = Instant::now();
+        // Set when the worker sat idle with lag left and is stopped for it.
+        let mut idle: Option<Duration> = None;
         let mut last_len = (0, 0);
         let mut last_seen = self.seen.clone();
         let mut handled_requests = 0;
@@ -465,6 +474,7 @@ impl Case<'_> {
                     last_seen = self.seen.clone();
                     last_change = Instant::now();
                 } else if last_change.elapsed() >= self.runner.timing.idle {
+                    idle = Some(last_change.elapsed());
                     break;
                 }
             }
@@ -476,6 +486,13 @@ impl Case<'_> {
         // Read the worker's events only once it has ended: a worker asked to stop may still
         // reach a scheduled crash on its way out (it finishes the record it holds).
         let primary_trace = primary.trace_path.clone();
+        if let Some(idle) = idle {
+            // Alive, idle, lag left: `check::wedged` judges whether records were waiting.
+            let live = std::iter::once(primary.inc).chain(peer.as_ref().map(|p| p.inc));
+            for worker in live.collect::<Vec<_>>() {
+                self.idle_stopped(worker, idle);
+            }
+        }
         if !primary_done {
             if pause != Pause::None {
                 primary.process.resume();
@@ -600,6 +617,7 @@ impl Case<'_> {
                     last = now;
                     last_change = Instant::now();
                 } else if last_change.elapsed() >= self.runner.timing.idle {
+                    self.idle_stopped(w.inc, last_change.elapsed());
                     break;
                 }
             }
