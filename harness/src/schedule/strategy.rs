@@ -89,10 +89,7 @@ impl ScheduleSpace {
     /// not get faults whose trigger never comes, at every shrink step too.
     pub fn strategy(&self) -> BoxedStrategy<Schedule> {
         let max = self.max;
-        // Half the cases get the whole workload: bugs that need several partitions and
-        // records left after a rebalance hide in small ones (and shrinking finds the smallest
-        // that still fails); the other half draw each dimension from 1 up.
-        let drawn = (
+        let workload = (
             1..=max.messages.max(1),
             1..=max.partitions.max(1),
             1..=max.keys.max(1),
@@ -102,12 +99,6 @@ impl ScheduleSpace {
                 partitions,
                 keys,
             });
-        let whole = Workload {
-            messages: max.messages.max(1),
-            partitions: max.partitions.max(1),
-            keys: max.keys.max(1),
-        };
-        let workload = prop_oneof![drawn, Just(whole)];
         let Some(fault) = self.fault_strategy(max.messages.max(1)) else {
             return workload.prop_map(Schedule::new).boxed();
         };
