@@ -1,6 +1,6 @@
 //! Liveness of a consumer that stays alive: `wedged`. Pure, like every checker.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use super::violation::{FaultWitness, Violation};
 use crate::trace::{EventKind, Incarnation, RebalancePhase, Trace};
@@ -51,7 +51,6 @@ pub fn wedged(trace: &Trace) -> Vec<Violation> {
     let mut broker_faults: Vec<u64> = Vec::new();
     let mut last_fault: HashMap<Incarnation, FaultWitness> = HashMap::new();
     let mut group_fault: Option<FaultWitness> = None;
-    let mut judged_owner: HashSet<Incarnation> = HashSet::new();
     let mut out = Vec::new();
     for e in &trace.events {
         match &e.kind {
@@ -60,7 +59,6 @@ pub fn wedged(trace: &Trace) -> Vec<Violation> {
                 *next = (*next).max(msg.offset + 1);
             }
             EventKind::Rebalanced { phase, partitions } => {
-                judged_owner.insert(e.inc);
                 let mine = owned.entry(e.inc).or_default();
                 for p in partitions {
                     match phase {
@@ -98,7 +96,8 @@ pub fn wedged(trace: &Trace) -> Vec<Violation> {
             }
             EventKind::BrokerFault { .. } => broker_faults.push(e.at_us),
             EventKind::IdleStopped { worker, idle_ms } => {
-                if !judged_owner.contains(worker) {
+                // An incarnation with no rebalance events: ownership unknown.
+                if !owned.contains_key(worker) {
                     continue;
                 }
                 let since_us = e.at_us.saturating_sub(idle_ms.saturating_mul(1000));
