@@ -325,8 +325,12 @@ enum CommitSource {
     Broker,
 }
 
+/// One commit from one source: (partition, offset, witness, the latest time it can have been
+/// issued — a consumer's request time; a broker read's own time).
+type SourcedCommit = (i32, i64, CommitWitness, u64);
+
 /// Commits in time order per partition from one source.
-fn commits(trace: &Trace, source: CommitSource) -> Vec<(i32, i64, CommitWitness)> {
+fn commits(trace: &Trace, source: CommitSource) -> Vec<SourcedCommit> {
     let mut out = Vec::new();
     for e in &trace.events {
         let witness =
@@ -338,9 +342,18 @@ fn commits(trace: &Trace, source: CommitSource) -> Vec<(i32, i64, CommitWitness)
                 since_us,
             };
         match &e.kind {
-            EventKind::Committed { offsets, mode, .. } if source == CommitSource::Reported => {
+            EventKind::Committed {
+                offsets,
+                mode,
+                requested_at_us,
+            } if source == CommitSource::Reported => {
                 for o in offsets {
-                    out.push((o.partition, o.offset, witness(o.offset, Some(*mode), None)));
+                    out.push((
+                        o.partition,
+                        o.offset,
+                        witness(o.offset, Some(*mode), None),
+                        *requested_at_us,
+                    ));
                 }
             }
             EventKind::BrokerCommitObserved { offsets, since_us }
@@ -351,13 +364,14 @@ fn commits(trace: &Trace, source: CommitSource) -> Vec<(i32, i64, CommitWitness)
                         o.partition,
                         o.offset,
                         witness(o.offset, None, Some(*since_us)),
+                        e.at_us,
                     ));
                 }
             }
             EventKind::BrokerCommitted { offsets } => {
                 for (p, o) in offsets {
                     if let Some(o) = o {
-                        out.push((*p, *o, witness(*o, None, None)));
+                        out.push((*p, *o, witness(*o, None, None), e.at_us));
                     }
                 }
             }
@@ -369,21 +383,28 @@ fn commits(trace: &Trace, source: CommitSource) -> Vec<(i32, i64, CommitWitness)
 
 /// Commit sanity: a partition's committed offset never decreases — in the consumers' reports
 /// or on the broker.
+///
+/// A reported commit goes backwards only below a commit that had *completed before it was
+/// requested*: two commits in flight at once (a sync commit whose process was stopped before
+/// it returned, while another member committed) may land in either order, and which one the
+/// broker kept is what its reads show.
 pub fn commit_backwards(trace: &Trace) -> Vec<Violation> {
     let drops = |source: CommitSource| {
-        let mut high: HashMap<i32, i64> = HashMap::new();
+        let all = commits(trace, source);
         let mut out = Vec::new();
-        for (p, o, w) in commits(trace, source) {
-            let h = high.entry(p).or_insert(o);
-            if o < *h {
+        for (i, (p, o, w, issued)) in all.iter().enumerate() {
+            let high = all[..i]
+                .iter()
+                .filter(|(q, _, d, _)| q == p && d.at_us <= *issued)
+                .map(|(_, offset, ..)| *offset)
+                .max();
+            if let Some(h) = high.filter(|h| o < h) {
                 out.push(Violation::CommitBackwards {
-                    partition: p,
-                    from: *h,
-                    to: o,
-                    commit: w,
+                    partition: *p,
+                    from: h,
+                    to: *o,
+                    commit: w.clone(),
                 });
-            } else {
-                *h = o;
             }
         }
         out

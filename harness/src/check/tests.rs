@@ -79,7 +79,17 @@ impl T {
         self.push(inc, EventKind::Applied { msg })
     }
     fn commit(&mut self, inc: Incarnation, partition: i32, offset: i64) -> &mut Self {
-        let at = self.now + 1;
+        self.commit_requested(inc, partition, offset, 0)
+    }
+    /// A commit that returned now but was requested `back` events ago (it was in flight).
+    fn commit_requested(
+        &mut self,
+        inc: Incarnation,
+        partition: i32,
+        offset: i64,
+        back: u64,
+    ) -> &mut Self {
+        let at = (self.now + 1).saturating_sub(back);
         self.push(
             inc,
             EventKind::Committed {
@@ -322,6 +332,29 @@ fn the_read_committed_output_must_hold_each_input_exactly_once() {
     assert!(check(&t.done(), Guarantee::ExactlyOnceTransactional)
         .unwrap()
         .holds());
+}
+
+#[test]
+fn a_commit_in_flight_while_another_member_committed_is_not_called_backwards() {
+    // Incarnation 1 asks for offset 1 and is stopped before the call returns; incarnation 2
+    // commits 3 meanwhile; incarnation 1's call returns afterwards. They raced: which one the
+    // broker kept is for its reads to say, not the order the calls returned in.
+    let mut t = T::new(SinkSemantics::Ledger, 1, 3);
+    t.start(1).apply(1, 0).start(2);
+    t.apply(2, 0).apply(2, 1).apply(2, 2).commit(2, 0, 3);
+    t.commit_requested(1, 0, 1, 5).drained();
+    let v = check(&t.done(), Guarantee::AtLeastOnce).unwrap();
+    assert!(
+        !v.kinds().contains(&ViolationKind::CommitBackwards),
+        "{v:?}"
+    );
+    // Requested after the other had returned: backwards.
+    let mut t = T::new(SinkSemantics::Ledger, 1, 3);
+    t.start(1).apply(1, 0).start(2);
+    t.apply(2, 0).apply(2, 1).apply(2, 2).commit(2, 0, 3);
+    t.apply(1, 1).commit_requested(1, 0, 1, 1).drained();
+    let v = check(&t.done(), Guarantee::AtLeastOnce).unwrap();
+    assert!(v.kinds().contains(&ViolationKind::CommitBackwards), "{v:?}");
 }
 
 #[test]
@@ -583,7 +616,8 @@ enum Op {
     Poll(u64),
     /// The op's incarnation starts here (again: only its first start counts).
     Start,
-    Commit(i32, i64),
+    /// Partition, offset, requested this many events before it returned.
+    Commit(i32, i64, u64),
     Observe(i32, i64, u64),
     Crash,
 }
@@ -595,7 +629,12 @@ fn synthetic() -> impl Strategy<Value = Trace> {
                 (0..messages).prop_map(Op::Apply),
                 (0..messages).prop_map(Op::Poll),
                 Just(Op::Start),
-                (0..partitions, 0i64..=4).prop_map(|(p, o)| Op::Commit(p, o)),
+                (
+                    0..partitions,
+                    0i64..=4,
+                    prop_oneof![3 => Just(0u64), 1 => 1u64..=4]
+                )
+                    .prop_map(|(p, o, b)| Op::Commit(p, o, b)),
                 (0..partitions, 0i64..=4, 1u64..=3).prop_map(|(p, o, b)| Op::Observe(p, o, b)),
                 Just(Op::Crash),
             ];
@@ -621,7 +660,7 @@ fn synthetic() -> impl Strategy<Value = Trace> {
                     Op::Apply(id) => t.apply(inc, id),
                     Op::Poll(id) => t.poll(inc, id),
                     Op::Start => t.start(inc),
-                    Op::Commit(p, o) => t.commit(inc, p, o),
+                    Op::Commit(p, o, back) => t.commit_requested(inc, p, o, back),
                     Op::Observe(p, o, back) => t.observe(p, o, back),
                     Op::Crash => t.crash(inc, "p"),
                 };
@@ -713,12 +752,13 @@ proptest! {
             EventKind::BrokerCommitObserved { offsets, .. } => Some((i, offsets[0].partition, offsets[0].offset, e.at_us, true)),
             _ => None,
         }).collect();
-        // Backwards: within the consumers' reports, and within the broker reads, some earlier
-        // commit on the partition was higher; a drop both show is reported once.
+        // Backwards: within the consumers' reports, and within the broker reads, some commit
+        // on the partition that had returned by the time this one was issued was higher; a
+        // drop both show is reported once.
         let drops = |broker: bool| -> Vec<(i32, i64, i64)> {
             let seq: Vec<_> = commits.iter().filter(|c| c.4 == broker).collect();
-            seq.iter().filter_map(|(i, p, o, _, _)| {
-                let high = seq.iter().filter(|(j, q, ..)| j < i && q == p).map(|c| c.2).max()?;
+            seq.iter().filter_map(|(i, p, o, issued, _)| {
+                let high = seq.iter().filter(|(j, q, ..)| j < i && q == p && t.events[*j].at_us <= *issued).map(|c| c.2).max()?;
                 (high > *o).then_some((*p, high, *o))
             }).collect()
         };

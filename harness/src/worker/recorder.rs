@@ -341,9 +341,13 @@ pub(crate) fn go_path_of(stop_path: &Path) -> PathBuf {
 /// A real pause: SIGSTOP to ourselves, every thread (librdkafka's too: no heartbeats). The
 /// orchestrator sends SIGCONT; if it dies meanwhile, the parent-death SIGKILL still lands.
 fn stop_self() {
-    // SAFETY: kill(2) on our own pid.
+    // Directed at this thread, not the process: a process-directed SIGSTOP is taken by
+    // whichever thread the kernel picks, and this one runs on (processes a record, sends a
+    // commit) until that thread gets round to stopping the group. A thread-directed SIGSTOP
+    // is taken on the way out of this call, and still stops every thread of the process.
+    // SAFETY: pthread_kill(3) on the calling thread, which is alive.
     unsafe {
-        libc::kill(libc::getpid(), libc::SIGSTOP);
+        libc::pthread_kill(libc::pthread_self(), libc::SIGSTOP);
     }
 }
 
