@@ -266,6 +266,10 @@ pub enum EventKind {
         broker: usize,
         /// `kill`, `restart`, `pause`, `resume`.
         action: String,
+        /// The role that made it the target when the fault fired (`the group coordinator`,
+        /// `the leader of partition 0`); `None` for a fault that named the broker by index.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
     },
     /// The harness stopped a live worker that had done nothing — no event of its own, no
     /// progress of any other member — for `idle_ms` while the group still had lag: left

@@ -280,6 +280,7 @@ mod tests {
         let restart = EventKind::BrokerFault {
             broker: 0,
             action: "restart".into(),
+            role: None,
         };
         push(&mut t, 20, 0, restart);
         push(&mut t, 3_000_000, 0, IDLE);

@@ -187,6 +187,75 @@ fn metadata_brokers(config: &ClientConfig) -> Result<usize, String> {
     Ok(md.brokers().len())
 }
 
+/// The node id of the leader of `topic`'s `partition`, from a fresh metadata read.
+pub(crate) fn leader_of(config: &ClientConfig, topic: &str, partition: i32) -> Result<i32, String> {
+    let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+    let md = consumer
+        .fetch_metadata(Some(topic), CALL_TIMEOUT)
+        .map_err(|e| format!("metadata of {topic}: {e}"))?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(|| format!("metadata lists no topic {topic}"))?;
+    if let Some(err) = t.error() {
+        return Err(format!(
+            "metadata of {topic}: {:?}",
+            RDKafkaErrorCode::from(err)
+        ));
+    }
+    let p = t
+        .partitions()
+        .iter()
+        .find(|p| p.id() == partition)
+        .ok_or_else(|| format!("{topic} has no partition {partition}"))?;
+    match p.leader() {
+        leader if leader >= 0 => Ok(leader),
+        _ => Err(format!("{topic}-{partition} has no leader right now")),
+    }
+}
+
+/// The internal topic that holds committed offsets; the leader of the partition a group id
+/// hashes to is the group's coordinator.
+pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// The `__consumer_offsets` partition that holds `group`, as the broker computes it
+/// (`Utils.abs(groupId.hashCode()) % partitions`, `GroupCoordinatorService.partitionFor`).
+pub(crate) fn offsets_partition_for(group: &str, partitions: i32) -> i32 {
+    let h = java_string_hash(group);
+    // Kafka's `Utils.abs`: `Integer.MIN_VALUE` (whose negation overflows) counts as 0.
+    let abs = if h == i32::MIN { 0 } else { h.abs() };
+    abs % partitions.max(1)
+}
+
+/// Java's `String.hashCode`: `s[0]·31^(n-1) + … + s[n-1]` over UTF-16 code units, wrapping.
+pub(crate) fn java_string_hash(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
+}
+
+/// The node id of `group`'s coordinator: the leader of its `__consumer_offsets` partition.
+pub(crate) fn coordinator_of(config: &ClientConfig, group: &str) -> Result<i32, String> {
+    let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+    let md = consumer
+        .fetch_metadata(Some(OFFSETS_TOPIC), CALL_TIMEOUT)
+        .map_err(|e| format!("metadata of {OFFSETS_TOPIC}: {e}"))?;
+    let partitions = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == OFFSETS_TOPIC && t.error().is_none())
+        .map(|t| t.partitions().len() as i32)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            format!("metadata lists no {OFFSETS_TOPIC} (no group has used this cluster yet?)")
+        })?;
+    leader_of(
+        config,
+        OFFSETS_TOPIC,
+        offsets_partition_for(group, partitions),
+    )
+}
+
 /// A short random-enough suffix (time-based; uniqueness per process is all that is needed).
 pub(crate) fn nonce() -> String {
     let t = std::time::SystemTime::now()
@@ -194,4 +263,26 @@ pub(crate) fn nonce() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{:x}", t & 0xffff_ffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_ids_hash_as_java_strings_do() {
+        // Values from the JVM: "".hashCode(), "hello".hashCode(), and the string whose hash
+        // is Integer.MIN_VALUE.
+        assert_eq!(java_string_hash(""), 0);
+        assert_eq!(java_string_hash("hello"), 99_162_322);
+        assert_eq!(java_string_hash("polygenelubricants"), i32::MIN);
+        assert_eq!(java_string_hash("Aa"), java_string_hash("BB"));
+        // Non-ASCII: UTF-16 code units ("é" is 0xE9).
+        assert_eq!(java_string_hash("é"), 0xE9);
+        assert_eq!(offsets_partition_for("polygenelubricants", 50), 0);
+        assert_eq!(offsets_partition_for("hello", 50), 99_162_322 % 50);
+        for g in ["a", "group-1", "kh.orders.7.group", "ümlaut"] {
+            assert!((0..5).contains(&offsets_partition_for(g, 5)));
+        }
+    }
 }

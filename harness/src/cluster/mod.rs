@@ -62,6 +62,14 @@ impl BackendKind {
         !matches!(self, BackendKind::Embedded)
     }
 
+    /// Whether the harness can inject [`crate::Fault::Broker`] faults here: kill, restart and
+    /// freeze brokers it started, and find which one leads a partition or coordinates a group.
+    /// The embedded mock has no real failover (nor a way to freeze a broker); an external
+    /// cluster is not the harness's to kill.
+    pub fn broker_faults(self) -> bool {
+        matches!(self, BackendKind::Containers | BackendKind::Local)
+    }
+
     /// Whether a commit made while the group rebalances after a member joins is accepted as
     /// on a real broker. Kafka accepts commits from the current generation until the group
     /// completes its rebalance (that is what a revoke handler's commit relies on); librdkafka's
@@ -553,6 +561,36 @@ impl Cluster {
                 count: self.brokers,
             })
         }
+    }
+
+    /// The index (0-based) of the broker that leads `topic`'s `partition` now.
+    pub fn leader_of(&self, topic: &str, partition: i32) -> ClusterResult<usize> {
+        let node = admin::leader_of(&self.client_config(), topic, partition).map_err(|reason| {
+            ClusterError::Admin {
+                during: format!("looking up the leader of {topic}-{partition}"),
+                reason,
+            }
+        })?;
+        self.index_of_node(node)
+    }
+
+    /// The index (0-based) of the broker that coordinates consumer group `group` now: the
+    /// leader of the `__consumer_offsets` partition the group id hashes to, as the broker
+    /// computes it. Needs a cluster that has served a group (the topic is created then).
+    pub fn coordinator_of(&self, group: &str) -> ClusterResult<usize> {
+        let node = admin::coordinator_of(&self.client_config(), group).map_err(|reason| {
+            ClusterError::Admin {
+                during: format!("looking up the coordinator of group {group}"),
+                reason,
+            }
+        })?;
+        self.index_of_node(node)
+    }
+
+    /// Brokers the harness starts have node ids 1..=n, in index order.
+    fn index_of_node(&self, node: i32) -> ClusterResult<usize> {
+        let index = usize::try_from(node - 1).unwrap_or(usize::MAX);
+        self.broker_index(index).map(|()| index)
     }
 
     /// Hard-kill broker `index` (0-based): SIGKILL, no controlled shutdown.

@@ -93,12 +93,18 @@ impl Harness {
             max: self.workload,
             faults: self.faults.clone(),
             kinds: self.kinds,
-            brokers: if cluster.backend() == crate::BackendKind::External {
-                0
-            } else {
+            brokers: if cluster.backend().broker_faults() {
                 cluster.broker_count()
+            } else {
+                0
             },
         };
+        if self.kinds.broker_faults && !cluster.backend().broker_faults() {
+            eprintln!(
+                "kafka-harness: broker faults are not generated on the {} backend (only containers and local brokers can be killed and frozen by the harness)",
+                cluster.backend()
+            );
+        }
         let config = ProptestConfig {
             cases: self
                 .cases
@@ -249,9 +255,12 @@ impl Harness {
         jobs: Vec<(Schedule, u64)>,
     ) -> Vec<Result<(CaseResult, tempfile::TempDir)>> {
         let alone = |s: &Schedule| {
-            s.faults
-                .iter()
-                .any(|f| matches!(f, crate::Fault::BrokerRestart { .. }))
+            s.faults.iter().any(|f| {
+                matches!(
+                    f,
+                    crate::Fault::BrokerRestart { .. } | crate::Fault::Broker { .. }
+                )
+            })
         };
         let width = if jobs.iter().any(|(s, _)| alone(s)) {
             1

@@ -134,9 +134,15 @@ pub fn render(page: &Page<'_>) -> String {
                 "{}: second member joined; group {state}",
                 ms(e.at_us)
             )),
-            EventKind::BrokerFault { broker, action } => {
-                Some(format!("{}: broker {broker} {action}", ms(e.at_us)))
-            }
+            EventKind::BrokerFault {
+                broker,
+                action,
+                role,
+            } => Some(format!(
+                "{}: broker {broker}{} {action}",
+                ms(e.at_us),
+                role.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+            )),
             EventKind::Stuck { lag, waited_ms } => Some(format!(
                 "{}: stuck, lag {lag:?} after {waited_ms} ms",
                 ms(e.at_us)
@@ -191,6 +197,19 @@ struct Mark {
     msg: Option<u64>,
     title: String,
     label: Option<String>,
+}
+
+/// A broker fault shows on the partitions it touched: the leader of one partition on that
+/// partition's lanes; the coordinator (every partition's commits) or a broker named by index
+/// on all of them.
+fn broker_fault_touches(role: Option<&str>, partition: i32) -> bool {
+    match role
+        .and_then(|r| r.strip_prefix("the leader of partition "))
+        .and_then(|p| p.parse::<i32>().ok())
+    {
+        Some(p) => p == partition,
+        None => true,
+    }
 }
 
 /// The swimlane chart of one partition.
@@ -329,6 +348,21 @@ fn swimlanes(trace: &Trace, partition: i32, violating: &BTreeSet<u64>) -> String
                     );
                 }
             }
+            EventKind::BrokerFault {
+                broker,
+                action,
+                role,
+            } if broker_fault_touches(role.as_deref(), partition) => mark(
+                at,
+                0,
+                "brokerfault",
+                None,
+                format!(
+                    "broker {broker}{} {action}",
+                    role.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+                ),
+                Some(format!("b{broker} {action}")),
+            ),
             EventKind::BrokerCommitted { offsets } => {
                 for (_, o) in offsets.iter().filter(|(q, _)| *q == partition) {
                     mark(
@@ -628,7 +662,7 @@ rect.alive{fill:#d6e4f0}.tick{stroke:#eee}.ticklabel{font-size:10px;fill:#888;te
 .ev.brokercommit path{fill:none;stroke:#1f5fbf;stroke-width:1.5}.ev.brokerread path{fill:#9bb7e0}\
 .ev.crash path{stroke:#d00;stroke-width:3}.ev.sinkfail path{stroke:#e08000;stroke-width:2.5}\
 .ev.revoke rect{fill:#7b3fa0}.ev.assign rect{fill:#b48fd0}.ev.rebalance rect{fill:#7b3fa0;opacity:.6}\
-.ev.exit rect{fill:#333}.ev.pause rect{fill:#c90}.marklabel{font-size:9px;fill:#1f5fbf}\
+.ev.exit rect{fill:#333}.ev.pause rect{fill:#c90}.ev.brokerfault rect{fill:#d00;opacity:.7}.marklabel{font-size:9px;fill:#1f5fbf}\
 .ev.violating circle,.ev.violating rect{stroke:#d00;stroke-width:2}.ev.hl circle,.ev.hl rect{stroke:#f0a;stroke-width:3}\
 table#coverage{border-collapse:collapse}table#coverage td,table#coverage th{border:1px solid #ddd;padding:2px 8px}\
 td.never{background:#fff3cd}td.tried{background:#e3f5e8}td.off{color:#aaa}\
@@ -658,6 +692,30 @@ mod tests {
     use crate::check::{check, Guarantee};
     use crate::cluster::BackendKind;
     use crate::trace::{CaseInfo, CommitMode, Event, MessageRef, PartitionOffset, SinkSemantics};
+
+    #[test]
+    fn a_broker_fault_shows_on_the_partitions_its_role_touched() {
+        assert!(broker_fault_touches(Some("the leader of partition 1"), 1));
+        assert!(!broker_fault_touches(Some("the leader of partition 1"), 0));
+        assert!(broker_fault_touches(Some("the group coordinator"), 0));
+        assert!(broker_fault_touches(None, 3));
+        let mut t = lost_trace();
+        t.events.push(Event {
+            at_us: 350,
+            inc: 0,
+            kind: EventKind::BrokerFault {
+                broker: 2,
+                action: "pause".into(),
+                role: Some("the leader of partition 0".into()),
+            },
+        });
+        let lanes = swimlanes(&t, 0, &BTreeSet::new());
+        assert!(lanes.contains("brokerfault"), "{lanes}");
+        assert!(
+            lanes.contains("broker 2 (the leader of partition 0) pause"),
+            "{lanes}"
+        );
+    }
 
     /// Commit before processing, then a crash: message 0 is lost.
     fn lost_trace() -> Trace {

@@ -94,6 +94,7 @@ impl Report {
                     | crate::Fault::RebalanceAt { .. }
                     | crate::Fault::RebalanceAfter { .. }
                     | crate::Fault::BrokerRestart { .. }
+                    | crate::Fault::Broker { .. }
             )
         });
         let mut s = format!(
@@ -362,10 +363,15 @@ pub fn timeline(trace: &Trace) -> String {
                     e.at_us as f64 / 1000.0
                 );
             }
-            EventKind::BrokerFault { broker, action } => {
+            EventKind::BrokerFault {
+                broker,
+                action,
+                role,
+            } => {
                 let _ = writeln!(
                     out,
-                    "broker {broker}: {action} at {:.1} ms",
+                    "broker {broker}{}: {action} at {:.1} ms",
+                    role.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(),
                     e.at_us as f64 / 1000.0
                 );
             }

@@ -12,8 +12,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
-use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::Case;
@@ -148,29 +146,15 @@ fn fired_in_worker(f: &Fault, events: &[Event]) -> Option<bool> {
         Fault::KillAfterEffects { .. }
         | Fault::KillAfterMillis { .. }
         | Fault::Rebalance { .. }
-        | Fault::BrokerRestart { .. } => return None,
+        | Fault::BrokerRestart { .. }
+        | Fault::Broker { .. } => return None,
     })
 }
 
+/// A committed-offset read that failed the way a coordinator that is moving or loading makes
+/// it fail.
 fn retriable(e: &Error) -> bool {
-    let Error::Kafka { source, .. } = e else {
-        return false;
-    };
-    let code = match source {
-        KafkaError::MetadataFetch(c) | KafkaError::ConsumerCommit(c) | KafkaError::Global(c) => *c,
-        _ => return false,
-    };
-    matches!(
-        code,
-        RDKafkaErrorCode::NotCoordinator
-            | RDKafkaErrorCode::CoordinatorLoadInProgress
-            | RDKafkaErrorCode::CoordinatorNotAvailable
-            | RDKafkaErrorCode::OperationTimedOut
-            | RDKafkaErrorCode::RequestTimedOut
-            | RDKafkaErrorCode::BrokerTransportFailure
-            | RDKafkaErrorCode::AllBrokersDown
-            | RDKafkaErrorCode::NetworkException
-    )
+    matches!(e, Error::Kafka { source, .. } if crate::worker::transient(source))
 }
 
 impl Case<'_> {
@@ -414,6 +398,15 @@ impl Case<'_> {
                         fired[i] = true;
                         self.broker_restart(*broker)?;
                     }
+                    // One broker out at a time: a second waits until the first is back.
+                    Fault::Broker {
+                        target,
+                        action,
+                        after_effects,
+                    } if progress.effects >= *after_effects && !self.broker_out() => {
+                        fired[i] = true;
+                        self.broker_fault(*target, *action)?;
+                    }
                     _ => {}
                 }
             }
@@ -457,12 +450,16 @@ impl Case<'_> {
                 }
                 _ => {}
             }
-            if pause != Pause::None {
+            self.restore_brokers(false)?;
+            if pause != Pause::None || self.broker_out() {
                 // Neither a drained group nor an idle worker ends the incarnation while the
-                // worker is stopped: what it does when it wakes is the point.
+                // worker is stopped, or while a broker is down: what it does when it wakes,
+                // or when the broker is back, is the point.
                 last_change = Instant::now();
             }
-            if last_read.elapsed() >= self.runner.timing.observe {
+            // No broker reads while a broker is down: they would wait on it, and hold up its
+            // return.
+            if last_read.elapsed() >= self.runner.timing.observe && !self.broker_out() {
                 last_read = Instant::now();
                 if self.lag()?.iter().all(|(_, l)| *l == 0) && pause == Pause::None {
                     break;
@@ -483,6 +480,9 @@ impl Case<'_> {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        // The rest of the incarnation (a graceful stop may commit) and the drain run on a whole
+        // cluster.
+        self.restore_brokers(true)?;
         // Read the worker's events only once it has ended: a worker asked to stop may still
         // reach a scheduled crash on its way out (it finishes the record it holds).
         let primary_trace = primary.trace_path.clone();
@@ -570,12 +570,14 @@ impl Case<'_> {
         self.orchestrator(EventKind::BrokerFault {
             broker,
             action: "kill".into(),
+            role: None,
         });
         self.runner.cluster.kill_broker(broker)?;
         self.runner.cluster.restart_broker(broker)?;
         self.orchestrator(EventKind::BrokerFault {
             broker,
             action: "restart".into(),
+            role: None,
         });
         Ok(())
     }

@@ -10,6 +10,7 @@
 //! This file sets a case up and collects its trace; [`incarnation`] controls the worker
 //! processes (faults, the rebalance handshake, commit observation, stop, drain).
 
+mod broker;
 mod cleanup;
 mod incarnation;
 mod workload;
@@ -136,10 +137,31 @@ struct Case<'a> {
     /// The committed offsets of the last broker read, per partition, and when it was made.
     seen: Vec<Option<i64>>,
     seen_at_us: u64,
+    /// Brokers a fault took down or froze, to bring back.
+    outstanding: Vec<broker::Outstanding>,
+}
+
+impl Drop for Case<'_> {
+    /// A case abandoned on an error must not leave a broker down or frozen for the next one.
+    fn drop(&mut self) {
+        self.restore_brokers_quietly();
+    }
 }
 
 impl CaseRunner {
     pub(crate) fn run(&self, schedule: &Schedule, case_no: u64) -> Result<CaseOutcome> {
+        let backend = self.cluster.backend();
+        if let Some(f) = schedule
+            .faults
+            .iter()
+            .find(|f| matches!(f, crate::Fault::Broker { .. }))
+        {
+            if !backend.broker_faults() {
+                return Err(Error::Config(format!(
+                    "the schedule has a broker fault ({f}), which the {backend} backend cannot inject: run it on the containers or local backend (KAFKA_HARNESS_BACKEND)"
+                )));
+            }
+        }
         let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix("kafka-harness-case-")
@@ -212,6 +234,7 @@ impl CaseRunner {
             phases: Vec::new(),
             seen: vec![None; schedule.workload.partitions.max(0) as usize],
             seen_at_us: 0,
+            outstanding: Vec::new(),
         };
         self.sink
             .prepare(dir)

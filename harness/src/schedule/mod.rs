@@ -20,7 +20,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use strategy::{FaultKinds, ScheduleSpace, ANCHOR_REVOKE, ANCHOR_SINK_OUTAGE, ANY_POINT};
+pub use strategy::{
+    FaultKinds, ScheduleSpace, ANCHOR_REVOKE, ANCHOR_SINK_OUTAGE, ANY_POINT, BROKER_FAULT_MS,
+};
 
 use crate::{Error, Result};
 
@@ -191,12 +193,69 @@ pub enum Fault {
         millis: u64,
     },
     /// Broker `broker` is hard-killed once this incarnation applied `after_effects` effects,
-    /// and restarted right away (containers and local backends).
+    /// and restarted right away (containers and local backends). [`Fault::Broker`] names the
+    /// broker by its role instead; generation uses that one.
     BrokerRestart {
         /// Broker index (0-based).
         broker: usize,
         /// Effects to wait for.
         after_effects: u32,
+    },
+    /// A broker fault once this incarnation applied `after_effects` effects: the broker that
+    /// has a role for this case when the fault fires (the leader of an input partition, or
+    /// the group's coordinator) is killed, kept down, or frozen (containers and local
+    /// backends). The client sees what it sees in production: connections dropped or hung,
+    /// leadership or coordination moving to another broker on a 3-broker cluster.
+    Broker {
+        /// Which broker.
+        target: BrokerTarget,
+        /// What happens to it.
+        action: BrokerAction,
+        /// Effects to wait for.
+        after_effects: u32,
+    },
+}
+
+/// Which broker a [`Fault::Broker`] hits, looked up from the cluster's metadata when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "role")]
+pub enum BrokerTarget {
+    /// The leader of this partition of the input topic.
+    Leader {
+        /// Input partition.
+        partition: i32,
+    },
+    /// The coordinator of the consumer group: the leader of the `__consumer_offsets`
+    /// partition the group id hashes to.
+    Coordinator,
+}
+
+impl std::fmt::Display for BrokerTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BrokerTarget::Leader { partition } => write!(f, "the leader of partition {partition}"),
+            BrokerTarget::Coordinator => write!(f, "the group coordinator"),
+        }
+    }
+}
+
+/// What a [`Fault::Broker`] does to its broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "do")]
+pub enum BrokerAction {
+    /// SIGKILL, then started again at once (same address, same data); the harness waits until
+    /// the cluster is whole again before it goes on.
+    Restart,
+    /// SIGKILL, started again `millis` ms later.
+    Down {
+        /// How long it stays down.
+        millis: u64,
+    },
+    /// Frozen for `millis` ms (SIGSTOP / `docker pause`): connections stay open and nothing
+    /// answers — the fault timeouts, not connection errors, must handle.
+    Pause {
+        /// How long it stays frozen.
+        millis: u64,
     },
 }
 
@@ -224,6 +283,11 @@ impl Fault {
             Fault::RebalanceAt { .. } => "rebalance-at",
             Fault::RebalanceAfter { .. } => "rebalance-after",
             Fault::BrokerRestart { .. } => "broker-restart",
+            Fault::Broker { action, .. } => match action {
+                BrokerAction::Restart => "broker-restart",
+                BrokerAction::Down { .. } => "broker-down",
+                BrokerAction::Pause { .. } => "broker-pause",
+            },
             Fault::PauseAt { .. } => "pause-at",
             Fault::PauseAfter { .. } => "pause-after",
         }
@@ -316,6 +380,24 @@ impl std::fmt::Display for Fault {
                     "broker {broker} killed and restarted after {after_effects} effects"
                 )
             }
+            Fault::Broker {
+                target,
+                action,
+                after_effects,
+            } => match action {
+                BrokerAction::Restart => write!(
+                    f,
+                    "{target} killed and restarted after {after_effects} effects"
+                ),
+                BrokerAction::Down { millis } => write!(
+                    f,
+                    "{target} killed for {millis} ms after {after_effects} effects"
+                ),
+                BrokerAction::Pause { millis } => write!(
+                    f,
+                    "{target} frozen for {millis} ms after {after_effects} effects"
+                ),
+            },
         }
     }
 }
@@ -441,6 +523,15 @@ impl Schedule {
                 Fault::SinkFailure { writes: 0, .. } => {
                     return Err(format!("fault {i}: an outage lasts at least 1 write"))
                 }
+                Fault::Broker {
+                    target: BrokerTarget::Leader { partition },
+                    ..
+                } if *partition < 0 || *partition >= w.partitions => {
+                    return Err(format!(
+                        "fault {i}: partition {partition} does not exist (the workload has {})",
+                        w.partitions
+                    ))
+                }
                 _ => {}
             }
             if let Some(known) = known_points {
@@ -526,6 +617,34 @@ mod tests {
         let err = s.validate(Some(&known)).unwrap_err();
         assert!(err.contains("unknown crash point `revoke`"), "{err}");
         assert!(s.incarnations().len() == 1 && s.faults[0].is_terminal());
+    }
+
+    #[test]
+    fn a_broker_fault_is_written_by_role_and_its_partition_must_exist() {
+        let f = Fault::Broker {
+            target: BrokerTarget::Leader { partition: 1 },
+            action: BrokerAction::Pause { millis: 1500 },
+            after_effects: 2,
+        };
+        let s = Schedule::new(Workload::default()).fault(f.clone());
+        let json = s.to_json();
+        assert!(json.contains("\"role\": \"leader\""), "{json}");
+        assert!(json.contains("\"do\": \"pause\""), "{json}");
+        assert_eq!(Schedule::from_json(&json, None).unwrap(), s);
+        assert_eq!(
+            f.to_string(),
+            "the leader of partition 1 frozen for 1500 ms after 2 effects"
+        );
+        assert_eq!(f.kind_name(), "broker-pause");
+        assert!(!f.is_terminal());
+        let one = Schedule::new(Workload {
+            messages: 3,
+            partitions: 1,
+            keys: 1,
+        })
+        .fault(f);
+        let err = one.validate(None).unwrap_err();
+        assert!(err.contains("partition 1 does not exist"), "{err}");
     }
 
     #[test]

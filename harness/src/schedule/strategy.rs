@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use proptest::sample::select;
 
-use super::{Fault, Schedule, SinkFailure, Workload, SCHEDULE_VERSION};
+use super::{BrokerAction, BrokerTarget, Fault, Schedule, SinkFailure, Workload, SCHEDULE_VERSION};
 
 /// The built-in point right after a poll returned (`worker::points::AFTER_POLL`; named here so
 /// that `schedule` needs nothing from `worker`, and a test checks the two agree).
@@ -37,8 +37,11 @@ pub struct FaultKinds {
     /// A second group member joining at a crash point, alone or followed by a crash counted
     /// from the revoke.
     pub rebalances: bool,
-    /// Broker kill + restart (needs a backend with broker faults).
-    pub broker_restarts: bool,
+    /// Broker faults ([`Fault::Broker`]): the leader of an input partition or the group
+    /// coordinator killed and restarted, killed for a while, or frozen for a while (needs the
+    /// containers or local backend; on a 3-broker cluster a restart moves leadership and
+    /// coordination to the other brokers).
+    pub broker_faults: bool,
     /// The worker stopped (SIGSTOP) at a crash point for 300 ms, or for 2.5 s — past the
     /// session timeout, so it wakes as a zombie after a second member took its partitions;
     /// with `rebalances` too, also 300 ms soon after a revoke (the other member runs ahead).
@@ -53,7 +56,7 @@ impl Default for FaultKinds {
             random_kills: false,
             sink_failures: false,
             rebalances: false,
-            broker_restarts: false,
+            broker_faults: false,
             pauses: false,
         }
     }
@@ -63,6 +66,11 @@ impl Default for FaultKinds {
 pub const PAUSE_SHORT_MS: u64 = 300;
 /// A pause past the session timeout: the worker wakes as a zombie.
 pub const PAUSE_ZOMBIE_MS: u64 = 2500;
+
+/// How long a generated broker fault keeps its broker down or frozen: past the client's
+/// request timeouts' first retries and the harness's 1 s session timeout, short of a case's
+/// budget.
+pub const BROKER_FAULT_MS: u64 = 2000;
 
 /// The space schedules are drawn from.
 #[derive(Debug, Clone)]
@@ -111,7 +119,7 @@ impl ScheduleSpace {
                 let faults = groups
                     .into_iter()
                     .flatten()
-                    .map(|f| space.clamp(f, workload.messages))
+                    .map(|f| space.clamp(f, &workload))
                     .collect();
                 Schedule {
                     version: SCHEDULE_VERSION,
@@ -122,9 +130,10 @@ impl ScheduleSpace {
             .boxed()
     }
 
-    /// `fault` with its trigger brought within reach of a workload of `messages`.
-    fn clamp(&self, fault: Fault, messages: u32) -> Fault {
-        let m = messages.max(1);
+    /// `fault` with its trigger brought within reach of `workload` (and a partition it names
+    /// within its partitions).
+    fn clamp(&self, fault: Fault, workload: &Workload) -> Fault {
+        let m = workload.messages.max(1);
         match fault {
             Fault::Crash { point, hit } => {
                 let hit = hit.min(self.reachable_hits(&point, hit, m));
@@ -182,6 +191,20 @@ impl ScheduleSpace {
                 after_effects,
             } => Fault::BrokerRestart {
                 broker,
+                after_effects: after_effects.min(m),
+            },
+            Fault::Broker {
+                target,
+                action,
+                after_effects,
+            } => Fault::Broker {
+                target: match target {
+                    BrokerTarget::Leader { partition } => BrokerTarget::Leader {
+                        partition: partition.min(workload.partitions.max(1) - 1),
+                    },
+                    other => other,
+                },
+                action,
                 after_effects: after_effects.min(m),
             },
             other => other,
@@ -389,11 +412,28 @@ impl ScheduleSpace {
                     .boxed(),
             ));
         }
-        if k.broker_restarts && self.brokers > 0 {
+        if k.broker_faults && self.brokers > 0 {
+            // Shrinks toward the coordinator of the group (one per case, whatever the
+            // workload) and toward a kill with an immediate restart.
+            let target = prop_oneof![
+                Just(BrokerTarget::Coordinator),
+                (0..self.max.partitions.max(1))
+                    .prop_map(|partition| BrokerTarget::Leader { partition }),
+            ];
+            let action = prop_oneof![
+                Just(BrokerAction::Restart),
+                Just(BrokerAction::Down {
+                    millis: BROKER_FAULT_MS
+                }),
+                Just(BrokerAction::Pause {
+                    millis: BROKER_FAULT_MS
+                }),
+            ];
             options.push(single(
-                (0..self.brokers, 1..=max_effects)
-                    .prop_map(|(broker, after_effects)| Fault::BrokerRestart {
-                        broker,
+                (target, action, 1..=max_effects)
+                    .prop_map(|(target, action, after_effects)| Fault::Broker {
+                        target,
+                        action,
                         after_effects,
                     })
                     .boxed(),
@@ -424,9 +464,10 @@ mod tests {
             kinds: FaultKinds {
                 sink_failures: true,
                 rebalances: true,
+                broker_faults: true,
                 ..FaultKinds::default()
             },
-            brokers: 1,
+            brokers: 3,
         }
     }
 
@@ -457,6 +498,10 @@ mod tests {
                     Fault::SinkFailure { writes, millis, .. } => {
                         prop_assert!((1..=4).contains(writes));
                         prop_assert!(millis.is_none_or(|m| (20..=1500).contains(&m)));
+                    }
+                    // `validate` above: a leader's partition exists in the drawn workload.
+                    Fault::Broker { after_effects, .. } => {
+                        prop_assert!(*after_effects >= 1 && *after_effects <= s.workload.messages);
                     }
                     _ => {}
                 }
@@ -496,6 +541,15 @@ mod tests {
                     assert!(millis.is_none_or(|m| m == 20), "{min:?}");
                 }
                 Fault::KillAfterEffects { effects } => assert_eq!(*effects, 1),
+                Fault::Broker {
+                    target,
+                    action,
+                    after_effects,
+                } => {
+                    assert_eq!(*target, BrokerTarget::Coordinator);
+                    assert_eq!(*action, BrokerAction::Restart);
+                    assert_eq!(*after_effects, 1);
+                }
                 other => panic!("unexpected minimal fault {other:?}"),
             }
             assert_eq!(

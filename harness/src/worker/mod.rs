@@ -44,6 +44,39 @@ pub struct Record {
     pub key: String,
 }
 
+/// Whether `error` is one a broker fault causes and a consumer should ride out (log it, go on,
+/// let the client reconnect and the next commit cover this one): the connection dropped, the
+/// leader or the coordinator moved or is loading, a request timed out. A generation error
+/// (the group moved on without this member: a zombie) is not one of them.
+///
+/// ```
+/// use rdkafka::error::KafkaError;
+/// use rdkafka::types::RDKafkaErrorCode;
+/// use kafka_harness::worker::transient;
+/// assert!(transient(&KafkaError::ConsumerCommit(RDKafkaErrorCode::CoordinatorNotAvailable)));
+/// assert!(!transient(&KafkaError::ConsumerCommit(RDKafkaErrorCode::UnknownMemberId)));
+/// ```
+pub fn transient(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            C::NotCoordinator
+                | C::CoordinatorLoadInProgress
+                | C::CoordinatorNotAvailable
+                | C::OperationTimedOut
+                | C::RequestTimedOut
+                | C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::NetworkException
+                | C::NotLeaderForPartition
+                | C::LeaderNotAvailable
+                | C::NotEnoughReplicas
+                | C::NotEnoughReplicasAfterAppend
+        )
+    )
+}
+
 /// The record header that carries a workload message's id (decimal ASCII). The harness
 /// identifies messages by it, so the payload is the user's own (see [`crate::Harness::payload`]).
 pub const ID_HEADER: &str = "kafka-harness-id";

@@ -146,6 +146,8 @@ fn three_brokers_survive_a_hard_kill_without_losing_acknowledged_writes_and_keep
         let topic = c.topic_name("survive");
         c.create_topic_with(&topic, 3, &[("min.insync.replicas", "2")])?;
         let mut acked = produce(&c, &topic, 0..50)?;
+        coordinators_agree_with_kafkas_own_tool(&c, &topic)
+            .with_context(|| format!("coordinators on {kind}"))?;
         c.kill_broker(1)?;
         // acks=all with min ISR 2 of 3: writes keep being acknowledged with one broker down.
         acked.extend(produce(&c, &topic, 50..100)?);
@@ -181,6 +183,75 @@ fn three_brokers_survive_a_hard_kill_without_losing_acknowledged_writes_and_keep
         );
         c.shutdown()?;
     }
+    Ok(())
+}
+
+/// The broker `Cluster::coordinator_of` computes for a group (the leader of the offsets
+/// partition its id hashes to) is the one Kafka's own `kafka-consumer-groups --describe
+/// --state` names, for groups spread over the brokers.
+fn coordinators_agree_with_kafkas_own_tool(c: &Cluster, topic: &str) -> Result<()> {
+    let groups: Vec<String> = (0..8)
+        .map(|i| c.topic_name(&format!("coord.{i}")))
+        .collect();
+    for g in &groups {
+        // A simple commit (no join) creates the group, Empty, with an offset.
+        let consumer = consumer(c, g, &[])?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(1))?;
+        consumer.commit(&tpl, CommitMode::Sync)?;
+    }
+    let libs = ClusterConfig::from_env()?.kafka_libs;
+    if let Err(e) = kafka_harness::cluster::local_available(&libs) {
+        // The tool runs from the Kafka jars ci/setup downloads; the harness's answers are
+        // still exercised by the broker-fault tests.
+        eprintln!("coordinators NOT compared with Kafka's tool on this machine: {e}");
+        return Ok(());
+    }
+    let mut cmd = std::process::Command::new("java");
+    cmd.arg("-cp")
+        .arg(format!("{}/*", libs.display()))
+        .arg("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand")
+        .args(["--bootstrap-server", &c.bootstrap_servers()])
+        .args(["--describe", "--state"]);
+    for g in &groups {
+        cmd.args(["--group", g]);
+    }
+    let out = cmd
+        .output()
+        .context("running kafka-consumer-groups (java)")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "kafka-consumer-groups failed: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for g in &groups {
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(g.as_str()))
+            .with_context(|| format!("the tool did not describe {g}:\n{text}"))?;
+        // `<group> <host:port> (<node id>) …`
+        let id: usize = line
+            .split_once('(')
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(id, _)| id.trim().parse())
+            .transpose()?
+            .with_context(|| format!("no coordinator id in {line:?}"))?;
+        let ours = c.coordinator_of(g)?;
+        assert_eq!(
+            ours + 1,
+            id,
+            "group {g}: harness says broker index {ours}, Kafka says node {id}"
+        );
+        seen.insert(id);
+    }
+    eprintln!("MEASURE coordinators of 8 groups agree with Kafka's tool; on nodes {seen:?}");
+    assert!(
+        seen.len() > 1,
+        "8 groups all on node {seen:?}: the comparison did not tell brokers apart"
+    );
     Ok(())
 }
 

@@ -1,0 +1,143 @@
+//! Broker faults on a 3-broker cluster (replication 3, min ISR 2): the leader of an input
+//! partition or the group's coordinator — looked up when the fault fires — killed and
+//! restarted, kept down, or frozen, under a correct consumer that must keep its claim.
+
+use std::sync::Arc;
+
+use kafka_harness::schedule::{BrokerAction, BrokerTarget, Schedule};
+use kafka_harness::trace::EventKind;
+use kafka_harness::{Cluster, ClusterConfig, Fault, FaultKinds, Outcome, Workload};
+use kafka_harness_fixtures::{at_least_once, Fixture};
+
+/// One 3-broker cluster at a time on this 2-core machine.
+static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A 3-broker cluster (in a worker process: a view of its orchestrator's).
+fn three_brokers() -> Arc<Cluster> {
+    let config = ClusterConfig::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let cluster = Cluster::start(config.brokers(3)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        cluster.backend().broker_faults(),
+        "broker faults need the containers or local backend, not {}",
+        cluster.backend()
+    );
+    Arc::new(cluster)
+}
+
+#[test]
+fn correct_consumers_hold_while_leaders_and_coordinators_are_killed_and_frozen() {
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    let cluster = three_brokers();
+    let fixture = Fixture::named("at_least_once").unwrap();
+    let workload = Workload {
+        messages: 8,
+        partitions: 2,
+        keys: 4,
+    };
+    // Every action on each role, as replayable schedules: the fault fires after 2 effects.
+    for target in [
+        BrokerTarget::Coordinator,
+        BrokerTarget::Leader { partition: 1 },
+    ] {
+        for action in [
+            BrokerAction::Restart,
+            BrokerAction::Down { millis: 2000 },
+            BrokerAction::Pause { millis: 2000 },
+        ] {
+            let schedule = Schedule::new(workload).fault(Fault::Broker {
+                target,
+                action,
+                after_effects: 2,
+            });
+            let t = std::time::Instant::now();
+            let result = fixture
+                .harness()
+                .cluster(cluster.clone())
+                .name("broker_faults_on_three_brokers")
+                .run_schedule(&schedule, at_least_once)
+                .unwrap_or_else(|e| panic!("{schedule:?}: {e}"));
+            let timeline = kafka_harness::report::timeline(&result.trace);
+            eprintln!(
+                "MEASURE {} on 3 brokers: {:.1} s, verdict holds: {}",
+                schedule.faults[0],
+                t.elapsed().as_secs_f64(),
+                result.verdict.holds()
+            );
+            assert!(result.verdict.holds(), "{:?}\n{timeline}", result.verdict);
+            // The fault fired on the broker with that role, and the broker came back.
+            let actions: Vec<(usize, String, Option<String>)> = result
+                .trace
+                .events
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    EventKind::BrokerFault {
+                        broker,
+                        action,
+                        role,
+                    } => Some((*broker, action.clone(), role.clone())),
+                    _ => None,
+                })
+                .collect();
+            let (first, back) = match action {
+                BrokerAction::Pause { .. } => ("pause", "resume"),
+                _ => ("kill", "restart"),
+            };
+            assert_eq!(
+                actions.iter().map(|a| a.1.as_str()).collect::<Vec<_>>(),
+                vec![first, back],
+                "{timeline}"
+            );
+            assert_eq!(actions[0].0, actions[1].0, "{timeline}");
+            assert_eq!(actions[0].2.as_deref(), Some(target.to_string().as_str()));
+        }
+    }
+    // After all that, the cluster is whole: every broker answers metadata again.
+    cluster.wait_ready().unwrap_or_else(|e| panic!("{e}"));
+    cluster.shutdown().unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn generated_broker_faults_fire_and_a_correct_consumer_holds() {
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    let cluster = three_brokers();
+    let fixture = Fixture::named("at_least_once").unwrap();
+    let kinds = FaultKinds {
+        broker_faults: true,
+        ..FaultKinds::default()
+    };
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12u32);
+    let t = std::time::Instant::now();
+    let outcome = fixture
+        .harness()
+        .cluster(cluster.clone())
+        .name("generated_broker_faults")
+        .fault_kinds(kinds)
+        .cases(cases)
+        .check(at_least_once)
+        .unwrap_or_else(|e| panic!("{e}"));
+    match outcome {
+        Outcome::Passed(summary) => {
+            let kinds = summary
+                .coverage
+                .as_ref()
+                .map(|c| c.kinds.clone())
+                .unwrap_or_default();
+            eprintln!(
+                "MEASURE {cases} generated cases with broker faults on 3 brokers: {:.1} s ({:.1} s a case); fired {kinds:?}",
+                t.elapsed().as_secs_f64(),
+                t.elapsed().as_secs_f64() / cases as f64
+            );
+            let broker: u32 = kinds
+                .iter()
+                .filter(|(k, _)| k.starts_with("broker-"))
+                .map(|(_, n)| n)
+                .sum();
+            assert!(broker > 0, "no broker fault fired: {kinds:?}");
+        }
+        Outcome::Failed(report) => panic!("a correct consumer was flagged:\n{report}"),
+    }
+    cluster.shutdown().unwrap_or_else(|e| panic!("{e}"));
+}
