@@ -187,8 +187,9 @@ fn metadata_brokers(config: &ClientConfig) -> Result<usize, String> {
     Ok(md.brokers().len())
 }
 
-/// The node id of the leader of `topic`'s `partition`, from a fresh metadata read.
-pub(crate) fn leader_of(config: &ClientConfig, topic: &str, partition: i32) -> Result<i32, String> {
+/// `topic`'s partitions and their leaders' node ids (`-1`: none right now), from a fresh
+/// metadata read.
+fn partition_leaders(config: &ClientConfig, topic: &str) -> Result<Vec<(i32, i32)>, String> {
     let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
     let md = consumer
         .fetch_metadata(Some(topic), CALL_TIMEOUT)
@@ -204,15 +205,24 @@ pub(crate) fn leader_of(config: &ClientConfig, topic: &str, partition: i32) -> R
             RDKafkaErrorCode::from(err)
         ));
     }
-    let p = t
-        .partitions()
+    Ok(t.partitions()
         .iter()
-        .find(|p| p.id() == partition)
-        .ok_or_else(|| format!("{topic} has no partition {partition}"))?;
-    match p.leader() {
-        leader if leader >= 0 => Ok(leader),
-        _ => Err(format!("{topic}-{partition} has no leader right now")),
+        .map(|p| (p.id(), p.leader()))
+        .collect())
+}
+
+/// The leader's node id of `partition` among `leaders` (as [`partition_leaders`] reads them).
+fn leader_among(leaders: &[(i32, i32)], topic: &str, partition: i32) -> Result<i32, String> {
+    match leaders.iter().find(|(p, _)| *p == partition) {
+        None => Err(format!("{topic} has no partition {partition}")),
+        Some((_, leader)) if *leader >= 0 => Ok(*leader),
+        Some(_) => Err(format!("{topic}-{partition} has no leader right now")),
     }
+}
+
+/// The node id of the leader of `topic`'s `partition`, from a fresh metadata read.
+pub(crate) fn leader_of(config: &ClientConfig, topic: &str, partition: i32) -> Result<i32, String> {
+    leader_among(&partition_leaders(config, topic)?, topic, partition)
 }
 
 /// The internal topic that holds committed offsets; the leader of the partition a group id
@@ -236,24 +246,13 @@ pub(crate) fn java_string_hash(s: &str) -> i32 {
 
 /// The node id of `group`'s coordinator: the leader of its `__consumer_offsets` partition.
 pub(crate) fn coordinator_of(config: &ClientConfig, group: &str) -> Result<i32, String> {
-    let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
-    let md = consumer
-        .fetch_metadata(Some(OFFSETS_TOPIC), CALL_TIMEOUT)
-        .map_err(|e| format!("metadata of {OFFSETS_TOPIC}: {e}"))?;
-    let partitions = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == OFFSETS_TOPIC && t.error().is_none())
-        .map(|t| t.partitions().len() as i32)
-        .filter(|n| *n > 0)
-        .ok_or_else(|| {
-            format!("metadata lists no {OFFSETS_TOPIC} (no group has used this cluster yet?)")
-        })?;
-    leader_of(
-        config,
-        OFFSETS_TOPIC,
-        offsets_partition_for(group, partitions),
-    )
+    let leaders = partition_leaders(config, OFFSETS_TOPIC)
+        .map_err(|e| format!("{e} (the topic exists once a group has used this cluster)"))?;
+    if leaders.is_empty() {
+        return Err(format!("metadata lists no partitions of {OFFSETS_TOPIC}"));
+    }
+    let partition = offsets_partition_for(group, leaders.len() as i32);
+    leader_among(&leaders, OFFSETS_TOPIC, partition)
 }
 
 /// A short random-enough suffix (time-based; uniqueness per process is all that is needed).
@@ -268,6 +267,18 @@ pub(crate) fn nonce() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partition_that_is_missing_or_has_no_leader_is_a_clear_error() {
+        let leaders = [(0, 2), (1, -1)];
+        assert_eq!(leader_among(&leaders, "t", 0), Ok(2));
+        assert!(leader_among(&leaders, "t", 1)
+            .unwrap_err()
+            .contains("t-1 has no leader"));
+        assert!(leader_among(&leaders, "t", 5)
+            .unwrap_err()
+            .contains("no partition 5"));
+    }
 
     #[test]
     fn group_ids_hash_as_java_strings_do() {
