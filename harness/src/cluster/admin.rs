@@ -244,15 +244,28 @@ pub(crate) fn java_string_hash(s: &str) -> i32 {
         .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
 }
 
-/// The node id of `group`'s coordinator: the leader of its `__consumer_offsets` partition.
-pub(crate) fn coordinator_of(config: &ClientConfig, group: &str) -> Result<i32, String> {
-    let leaders = partition_leaders(config, OFFSETS_TOPIC)
-        .map_err(|e| format!("{e} (the topic exists once a group has used this cluster)"))?;
+/// The internal topic that holds transaction state; the leader of the partition a
+/// `transactional.id` hashes to is that producer's transaction coordinator.
+pub(crate) const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+
+/// The node id of the coordinator of `key` on `internal_topic`: the leader of the partition
+/// `key` hashes to. Kafka places a group on `__consumer_offsets` and a `transactional.id` on
+/// `__transaction_state` with the same function ([`offsets_partition_for`]).
+pub(crate) fn coordinator_of(
+    config: &ClientConfig,
+    internal_topic: &str,
+    key: &str,
+) -> Result<i32, String> {
+    let leaders = partition_leaders(config, internal_topic).map_err(|e| {
+        format!(
+            "{e} (the topic exists once a group or a transactional producer has used this cluster)"
+        )
+    })?;
     if leaders.is_empty() {
-        return Err(format!("metadata lists no partitions of {OFFSETS_TOPIC}"));
+        return Err(format!("metadata lists no partitions of {internal_topic}"));
     }
-    let partition = offsets_partition_for(group, leaders.len() as i32);
-    leader_among(&leaders, OFFSETS_TOPIC, partition)
+    let partition = offsets_partition_for(key, leaders.len() as i32);
+    leader_among(&leaders, internal_topic, partition)
 }
 
 /// A short random-enough suffix (time-based; uniqueness per process is all that is needed).

@@ -578,11 +578,26 @@ impl Cluster {
     /// leader of the `__consumer_offsets` partition the group id hashes to, as the broker
     /// computes it. Needs a cluster that has served a group (the topic is created then).
     pub fn coordinator_of(&self, group: &str) -> ClusterResult<usize> {
-        let node = admin::coordinator_of(&self.client_config(), group).map_err(|reason| {
-            ClusterError::Admin {
+        let node = admin::coordinator_of(&self.client_config(), admin::OFFSETS_TOPIC, group)
+            .map_err(|reason| ClusterError::Admin {
                 during: format!("looking up the coordinator of group {group}"),
                 reason,
-            }
+            })?;
+        self.index_of_node(node)
+    }
+
+    /// The index (0-based) of the broker that is the transaction coordinator of
+    /// `transactional_id` now: the leader of the `__transaction_state` partition the id hashes
+    /// to. Needs a cluster on which a transactional producer has started.
+    pub fn transaction_coordinator_of(&self, transactional_id: &str) -> ClusterResult<usize> {
+        let node = admin::coordinator_of(
+            &self.client_config(),
+            admin::TRANSACTION_STATE_TOPIC,
+            transactional_id,
+        )
+        .map_err(|reason| ClusterError::Admin {
+            during: format!("looking up the transaction coordinator of {transactional_id}"),
+            reason,
         })?;
         self.index_of_node(node)
     }

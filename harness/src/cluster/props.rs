@@ -8,6 +8,9 @@
 /// - internal topics replicated on every broker, with `min.insync.replicas` = 2 on 3 brokers,
 ///   so a killed broker is survivable but not hidden.
 /// - `auto.create.topics.enable=false`: a typo in a topic name is an error, not a new topic.
+/// - `transaction.abort.timed.out.transaction.cleanup.interval.ms=500`: a transaction past its
+///   timeout is aborted (and its producer's epoch bumped) within half a second of it, not up
+///   to 10 s later, so a paused transactional worker meets the expiry its config promises.
 pub(crate) fn broker_properties(brokers: usize) -> Vec<(&'static str, String)> {
     let rf = brokers.to_string();
     let min_isr = if brokers >= 3 { "2" } else { "1" }.to_string();
@@ -25,6 +28,10 @@ pub(crate) fn broker_properties(brokers: usize) -> Vec<(&'static str, String)> {
         ("num.partitions", "1".into()),
         // Kafka 4 deletes a topic's files after this delay; keep the per-case churn cheap.
         ("log.segment.delete.delay.ms", "1000".into()),
+        (
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            "500".into(),
+        ),
     ]
 }
 

@@ -19,7 +19,7 @@ use crate::run::CaseRunner;
 use crate::schedule::{Schedule, ScheduleSpace};
 use crate::trace::{EventKind, Trace};
 use crate::worker::{WorkerCtx, WorkerError};
-use crate::{Error, Result};
+use crate::{Error, Guarantee, Result};
 
 /// Cases a check generates unless told otherwise (`.cases(n)`, `PROPTEST_CASES`).
 pub(super) const DEFAULT_CASES: u32 = 64;
@@ -98,6 +98,7 @@ impl Harness {
             } else {
                 0
             },
+            transactional: self.guarantee == Guarantee::ExactlyOnceTransactional,
         };
         if self.kinds.broker_faults && !cluster.backend().broker_faults() {
             eprintln!(

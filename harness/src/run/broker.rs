@@ -13,6 +13,12 @@ use crate::schedule::{BrokerAction, BrokerTarget};
 use crate::trace::EventKind;
 use crate::Result;
 
+/// How long after a broker came back a silent worker is not yet called idle: librdkafka's
+/// reconnect backoff grows to 10 s (`reconnect.backoff.max.ms`), and a blocking call made
+/// during the fault (a commit, `commit_transaction` — 10 s in the instrumented producer)
+/// returns only when it gets an answer or times out.
+const RECOVERY: Duration = Duration::from_secs(12);
+
 /// A broker the harness has taken down or frozen and must bring back.
 pub(super) struct Outstanding {
     broker: usize,
@@ -33,6 +39,9 @@ impl Case<'_> {
         let broker = match target {
             BrokerTarget::Leader { partition } => cluster.leader_of(&self.topic, partition)?,
             BrokerTarget::Coordinator => cluster.coordinator_of(&self.group)?,
+            BrokerTarget::TransactionCoordinator => {
+                cluster.transaction_coordinator_of(&self.transactional_id())?
+            }
         };
         let role = target.to_string();
         let (frozen, millis) = match action {
@@ -65,6 +74,12 @@ impl Case<'_> {
         !self.outstanding.is_empty()
     }
 
+    /// Whether a broker is out or came back less than [`RECOVERY`] ago: a worker that is
+    /// silent then may be inside a client call that is still recovering, not idle.
+    pub(super) fn broker_recovering(&self) -> bool {
+        self.broker_out() || self.broker_back.is_some_and(|t| t.elapsed() < RECOVERY)
+    }
+
     /// Bring back every broker whose time is up (`all`: every one), then wait until the
     /// cluster is whole (every broker in metadata, a replicated topic can be created).
     pub(super) fn restore_brokers(&mut self, all: bool) -> Result<()> {
@@ -85,6 +100,7 @@ impl Case<'_> {
                 "restart"
             };
             self.outstanding.remove(i);
+            self.broker_back = Some(Instant::now());
             self.orchestrator(EventKind::BrokerFault {
                 broker,
                 action: action.into(),

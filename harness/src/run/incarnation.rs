@@ -88,6 +88,11 @@ fn events_in(trace_path: &Path) -> Vec<Event> {
 /// (1000): a second member is started to take over the paused worker's partitions.
 pub(crate) const TAKEOVER_PAUSE_MS: u64 = 1000;
 
+/// How long a worker that woke from a pause keeps running before a drained group ends its
+/// incarnation: time to notice it was evicted, rejoin (the group rebalances again) and act
+/// on what it held — two session timeouts of the harness's default, with room for a retry.
+const AFTER_WAKE: Duration = Duration::from_millis(2000);
+
 /// Where a `pause-at` stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pause {
@@ -278,7 +283,7 @@ impl Case<'_> {
             topic: self.topic.clone(),
             output_topic: format!("{}.out", self.topic),
             group: self.group.clone(),
-            transactional_id: format!("{}.txn", self.topic),
+            transactional_id: self.transactional_id(),
             partitions: self.schedule.workload.partitions,
             faults: faults.to_vec(),
             fail_points: self.runner.fail_points.clone(),
@@ -338,6 +343,11 @@ impl Case<'_> {
         }
     }
 
+    /// The case's `transactional.id`: the same for every incarnation, so each fences the last.
+    pub(super) fn transactional_id(&self) -> String {
+        format!("{}.txn", self.topic)
+    }
+
     fn output_topic(&self) -> bool {
         self.runner.sink.semantics() == crate::trace::SinkSemantics::OutputTopic
     }
@@ -358,6 +368,8 @@ impl Case<'_> {
         let mut handled_requests = 0;
         let mut handled_pauses = 0;
         let mut pause = Pause::None;
+        // When the worker was last continued after a pause.
+        let mut woke: Option<Instant> = None;
         let mut primary_done = false;
         let output = self.output_topic();
         loop {
@@ -440,6 +452,7 @@ impl Case<'_> {
                 }
                 Pause::Stopped(since, length) if since.elapsed() >= length => {
                     primary.process.resume();
+                    woke = Some(Instant::now());
                     self.record(
                         primary.inc,
                         EventKind::Resumed {
@@ -451,17 +464,21 @@ impl Case<'_> {
                 _ => {}
             }
             self.restore_brokers(false)?;
-            if pause != Pause::None || self.broker_out() {
+            if pause != Pause::None || self.broker_recovering() {
                 // Neither a drained group nor an idle worker ends the incarnation while the
-                // worker is stopped, or while a broker is down: what it does when it wakes,
-                // or when the broker is back, is the point.
+                // worker is stopped, or while a broker is down or just back: what it does
+                // when it wakes, or when its client has recovered, is the point.
                 last_change = Instant::now();
             }
             // No broker reads while a broker is down: they would wait on it, and hold up its
             // return.
             if last_read.elapsed() >= self.runner.timing.observe && !self.broker_out() {
                 last_read = Instant::now();
-                if self.lag()?.iter().all(|(_, l)| *l == 0) && pause == Pause::None {
+                // A drained group ends the incarnation — but not right after the worker woke:
+                // a zombie still holds polled records and refused commits, and what it does
+                // with them (writes, retried commits) is what a pause is scheduled to show.
+                let settled = woke.is_none_or(|t| t.elapsed() >= AFTER_WAKE);
+                if self.lag()?.iter().all(|(_, l)| *l == 0) && pause == Pause::None && settled {
                     break;
                 }
                 let peer_len = peer.as_ref().map_or(0, |p| p.progress(output).len);

@@ -139,6 +139,8 @@ struct Case<'a> {
     seen_at_us: u64,
     /// Brokers a fault took down or froze, to bring back.
     outstanding: Vec<broker::Outstanding>,
+    /// When the last broker taken out was brought back.
+    broker_back: Option<std::time::Instant>,
 }
 
 impl Drop for Case<'_> {
@@ -235,6 +237,7 @@ impl CaseRunner {
             seen: vec![None; schedule.workload.partitions.max(0) as usize],
             seen_at_us: 0,
             outstanding: Vec::new(),
+            broker_back: None,
         };
         self.sink
             .prepare(dir)

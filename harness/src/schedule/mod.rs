@@ -228,6 +228,10 @@ pub enum BrokerTarget {
     /// The coordinator of the consumer group: the leader of the `__consumer_offsets`
     /// partition the group id hashes to.
     Coordinator,
+    /// The transaction coordinator of the case's `transactional.id`: the leader of the
+    /// `__transaction_state` partition the id hashes to (for transactional workers; failing
+    /// over mid-commit is the fault it models).
+    TransactionCoordinator,
 }
 
 impl std::fmt::Display for BrokerTarget {
@@ -235,6 +239,7 @@ impl std::fmt::Display for BrokerTarget {
         match self {
             BrokerTarget::Leader { partition } => write!(f, "the leader of partition {partition}"),
             BrokerTarget::Coordinator => write!(f, "the group coordinator"),
+            BrokerTarget::TransactionCoordinator => write!(f, "the transaction coordinator"),
         }
     }
 }

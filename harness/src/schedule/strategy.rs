@@ -38,7 +38,8 @@ pub struct FaultKinds {
     /// from the revoke.
     pub rebalances: bool,
     /// Broker faults ([`Fault::Broker`]): the leader of an input partition or the group
-    /// coordinator killed and restarted, killed for a while, or frozen for a while (needs the
+    /// coordinator (for a transactional check, also the transaction coordinator) killed and
+    /// restarted, killed for a while, or frozen for a while (needs the
     /// containers or local backend; on a 3-broker cluster a restart moves leadership and
     /// coordination to the other brokers).
     pub broker_faults: bool,
@@ -86,6 +87,9 @@ pub struct ScheduleSpace {
     pub kinds: FaultKinds,
     /// Broker count (for broker faults).
     pub brokers: usize,
+    /// Whether the worker is transactional: broker faults then also target its transaction
+    /// coordinator.
+    pub transactional: bool,
 }
 
 impl ScheduleSpace {
@@ -415,11 +419,16 @@ impl ScheduleSpace {
         if k.broker_faults && self.brokers > 0 {
             // Shrinks toward the coordinator of the group (one per case, whatever the
             // workload) and toward a kill with an immediate restart.
-            let target = prop_oneof![
-                Just(BrokerTarget::Coordinator),
+            let mut targets = vec![
+                Just(BrokerTarget::Coordinator).boxed(),
                 (0..self.max.partitions.max(1))
-                    .prop_map(|partition| BrokerTarget::Leader { partition }),
+                    .prop_map(|partition| BrokerTarget::Leader { partition })
+                    .boxed(),
             ];
+            if self.transactional {
+                targets.push(Just(BrokerTarget::TransactionCoordinator).boxed());
+            }
+            let target = proptest::strategy::Union::new(targets);
             let action = prop_oneof![
                 Just(BrokerAction::Restart),
                 Just(BrokerAction::Down {
@@ -468,6 +477,7 @@ mod tests {
                 ..FaultKinds::default()
             },
             brokers: 3,
+            transactional: false,
         }
     }
 

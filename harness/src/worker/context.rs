@@ -39,6 +39,12 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("broker.address.family", "v4"),
 ];
 
+/// The harness's default `transaction.timeout.ms` for a transactional worker: shorter than a
+/// generated zombie pause (2.5 s), so a transaction open across that pause expires and the
+/// broker aborts it — the fault a GC pause causes in production with a longer timeout. A
+/// healthy transaction here takes milliseconds; a consumer that sets its own timeout keeps it.
+pub const TRANSACTION_TIMEOUT_MS: &str = "2000";
+
 /// Settings that belong to the case; a worker config may repeat them but not change them.
 const OWNED: &[&str] = &["bootstrap.servers", "group.id", "transactional.id"];
 
@@ -108,7 +114,8 @@ impl WorkerCtx {
     /// Configuration for a transactional producer you build yourself (`FutureProducer`,
     /// `BaseProducer`, with your own context) writing to [`WorkerCtx::output_topic`]: bootstrap
     /// servers, this case's `transactional.id` (the same in every incarnation, so a restart
-    /// fences the crashed one), idempotence, `acks=all` and a 10 s transaction timeout.
+    /// fences the crashed one), idempotence, `acks=all` and a 2 s `transaction.timeout.ms`
+    /// ([`TRANSACTION_TIMEOUT_MS`]; set your own to override it).
     /// The output-topic sink identifies an output record by the `kafka-harness-id` header
     /// (copy the input's headers to it) or a payload that is the decimal id.
     pub fn producer_config(&self) -> ClientConfig {
@@ -117,7 +124,7 @@ impl WorkerCtx {
             .set("transactional.id", &self.spec.transactional_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("transaction.timeout.ms", "10000")
+            .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS)
             .set("broker.address.family", "v4");
         c
     }
@@ -158,14 +165,7 @@ impl WorkerCtx {
         &self,
         user: &ClientConfig,
     ) -> Result<TransactionalProducer, WorkerError> {
-        let mut base = ClientConfig::new();
-        base.set("bootstrap.servers", &self.spec.cluster.bootstrap)
-            .set("transactional.id", &self.spec.transactional_id)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("transaction.timeout.ms", "10000")
-            .set("broker.address.family", "v4");
-        let config = self.merged(base, user)?;
+        let config = self.merged(self.producer_config(), user)?;
         Ok(TransactionalProducer::new(
             &config,
             self.recorder.clone(),

@@ -26,7 +26,7 @@ use rdkafka::message::{Headers, Message};
 
 pub use asynchronous::on_tokio;
 pub use consumer::{points, CommitMode, Consumer, HarnessContext};
-pub use context::{crash_point, SinkHandle, WorkerCtx, WorkerError};
+pub use context::{crash_point, SinkHandle, WorkerCtx, WorkerError, TRANSACTION_TIMEOUT_MS};
 pub use producer::TransactionalProducer;
 
 pub(crate) use context::serve;
@@ -124,4 +124,16 @@ impl Record {
             key: key.to_string(),
         })
     }
+}
+
+/// Whether this process is a worker the harness started (it re-runs your test binary with a
+/// worker spec). A test that runs several harnesses with different names in one function
+/// gets, in a worker process, an error from every `check` / `run_schedule` but the one it
+/// serves; skip those with this.
+///
+/// ```
+/// assert!(!kafka_harness::worker::is_worker_process());
+/// ```
+pub fn is_worker_process() -> bool {
+    std::env::var_os(crate::cluster::ENV_WORKER_SPEC).is_some()
 }

@@ -17,7 +17,10 @@ use super::recorder::Recorder;
 use super::Record;
 use crate::trace::{CommitMode, EventKind, PartitionOffset};
 
-const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `init_transactions`, `send_offsets_to_transaction`, `commit_transaction` and
+/// `abort_transaction` may block: a call that gets no answer (its coordinator down or frozen)
+/// returns librdkafka's retriable timeout error then.
+const TXN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A transactional producer writing to the case's output topic.
 pub struct TransactionalProducer {

@@ -1,12 +1,14 @@
 //! Broker faults on a 3-broker cluster (replication 3, min ISR 2): the leader of an input
 //! partition or the group's coordinator — looked up when the fault fires — killed and
-//! restarted, kept down, or frozen, under a correct consumer that must keep its claim.
+//! restarted, kept down, or frozen, under a correct consumer that must keep its claim; the
+//! transaction coordinator failing over under a transactional one; and the consumers whose
+//! bug only such a fault shows, caught.
 
 use std::sync::Arc;
 
 use kafka_harness::schedule::{BrokerAction, BrokerTarget, Schedule};
 use kafka_harness::trace::EventKind;
-use kafka_harness::{Cluster, ClusterConfig, Fault, FaultKinds, Outcome, Workload};
+use kafka_harness::{Cluster, ClusterConfig, Fault, FaultKinds, Outcome, ViolationKind, Workload};
 use kafka_harness_fixtures::{at_least_once, Fixture};
 
 /// One 3-broker cluster at a time on this 2-core machine.
@@ -138,6 +140,89 @@ fn generated_broker_faults_fire_and_a_correct_consumer_holds() {
             assert!(broker > 0, "no broker fault fired: {kinds:?}");
         }
         Outcome::Failed(report) => panic!("a correct consumer was flagged:\n{report}"),
+    }
+    cluster.shutdown().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Run `fixture` on `cluster` with one broker fault after 2 effects; returns the result and
+/// its timeline (`None` in a worker process serving another of this test's harnesses).
+fn one_fault(
+    cluster: &Arc<Cluster>,
+    fixture: &str,
+    target: BrokerTarget,
+    action: BrokerAction,
+) -> Option<(kafka_harness::CaseResult, String)> {
+    let fixture = Fixture::named(fixture).unwrap();
+    let schedule = Schedule::new(Workload {
+        messages: 12,
+        partitions: 2,
+        keys: 4,
+    })
+    .fault(Fault::Broker {
+        target,
+        action,
+        after_effects: 2,
+    });
+    let t = std::time::Instant::now();
+    let result = match fixture
+        .harness()
+        .cluster(cluster.clone())
+        .name(fixture.name)
+        .run_schedule(&schedule, fixture.worker)
+    {
+        Ok(result) => result,
+        Err(_) if kafka_harness::worker::is_worker_process() => return None,
+        Err(e) => panic!("{schedule:?}: {e}"),
+    };
+    eprintln!(
+        "MEASURE {} under {} on 3 brokers: {:.1} s, {:?}",
+        fixture.name,
+        schedule.faults[0],
+        t.elapsed().as_secs_f64(),
+        result.verdict.primary_kind()
+    );
+    let timeline = kafka_harness::report::timeline(&result.trace);
+    Some((result, timeline))
+}
+
+#[test]
+fn transactions_survive_their_coordinator_failing_and_a_swallowed_failure_is_caught() {
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    let cluster = three_brokers();
+    let role = BrokerTarget::TransactionCoordinator.to_string();
+    for action in [
+        BrokerAction::Restart,
+        BrokerAction::Down { millis: 2000 },
+        BrokerAction::Pause { millis: 2500 },
+    ] {
+        let fixture = "exactly_once_transactional";
+        let target = BrokerTarget::TransactionCoordinator;
+        if let Some((result, timeline)) = one_fault(&cluster, fixture, target, action) {
+            assert!(result.verdict.holds(), "{:?}\n{timeline}", result.verdict);
+            assert!(
+                result.trace.events.iter().any(|e| matches!(
+                    &e.kind,
+                    EventKind::BrokerFault { role: Some(r), .. } if *r == role
+                )),
+                "the transaction coordinator was not hit:\n{timeline}"
+            );
+        }
+    }
+    // A transaction that outlived its timeout while its coordinator was frozen is aborted by
+    // the broker; swallowed and forgotten, its output is lost.
+    let swallowed = one_fault(
+        &cluster,
+        "txn_swallows_commit_error",
+        BrokerTarget::TransactionCoordinator,
+        BrokerAction::Pause { millis: 2500 },
+    );
+    if let Some((result, timeline)) = swallowed {
+        assert_eq!(
+            result.verdict.primary_kind(),
+            Some(ViolationKind::OutputLost),
+            "{:?}\n{timeline}",
+            result.verdict
+        );
     }
     cluster.shutdown().unwrap_or_else(|e| panic!("{e}"));
 }

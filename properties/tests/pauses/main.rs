@@ -115,3 +115,81 @@ fn a_short_pause_is_ridden_out_without_a_takeover() {
     assert_eq!(applied_by_1, 12, "{timeline}");
     assert!(result.verdict.holds(), "{:?}\n{timeline}", result.verdict);
 }
+
+/// A pause at `before-commit-transaction`, past the session timeout and the 2 s transaction
+/// timeout: the broker aborts the open transaction and the second member's producer fences
+/// the paused one. 2 partitions, so after the zombie rejoins both members hold one. (A
+/// consumer that swallows that failure is not caught this way: the rebalance the zombie's
+/// return causes resets its position to the committed offsets — `tests/brokers` catches it
+/// with its transaction coordinator frozen instead.)
+fn transactional_zombie() -> Schedule {
+    Schedule {
+        faults: vec![Fault::PauseAt {
+            point: "before-commit-transaction".into(),
+            hit: 1,
+            millis: 2500,
+        }],
+        ..Schedule::new(Workload {
+            messages: 16,
+            partitions: 2,
+            keys: 4,
+        })
+    }
+}
+
+#[test]
+fn a_fenced_transactional_zombie_is_harmless_when_its_error_ends_it() {
+    let fixture = Fixture::named("exactly_once_transactional").unwrap();
+    let result = fixture
+        .harness()
+        .name("a_fenced_transactional_zombie_is_harmless_when_its_error_ends_it")
+        .run_schedule(&transactional_zombie(), fixture.worker)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let t = &result.trace;
+    let timeline = kafka_harness::report::timeline(t);
+    // The paused worker's transaction failed when it woke: it ended with that error.
+    let zombie_failed = t.events.iter().any(|e| {
+        e.inc == 1
+            && matches!(
+                &e.kind,
+                EventKind::Exited {
+                    exit: kafka_harness::trace::Exit::Failed { .. }
+                }
+            )
+    });
+    assert!(
+        zombie_failed,
+        "the zombie's transaction did not fail:\n{timeline}"
+    );
+    assert!(result.verdict.holds(), "{:?}\n{timeline}", result.verdict);
+}
+
+#[test]
+fn a_commit_refused_to_a_zombie_and_retried_later_moves_the_offset_back() {
+    let fixture = Fixture::named("retry_failed_commit_later").unwrap();
+    let schedule = Schedule {
+        faults: vec![Fault::PauseAt {
+            point: "before-commit".into(),
+            hit: 2,
+            millis: 2500,
+        }],
+        ..Schedule::new(Workload {
+            messages: 12,
+            partitions: 1,
+            keys: 3,
+        })
+    };
+    let result = fixture
+        .harness()
+        .name("a_commit_refused_to_a_zombie_and_retried_later_moves_the_offset_back")
+        .run_schedule(&schedule, fixture.worker)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let timeline = kafka_harness::report::timeline(&result.trace);
+    assert_eq!(
+        result.verdict.primary_kind(),
+        Some(kafka_harness::ViolationKind::CommitBackwards),
+        "{:?}\n{timeline}",
+        result.verdict
+    );
+    eprintln!("{timeline}");
+}
