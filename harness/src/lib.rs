@@ -31,7 +31,9 @@ pub use error::{Error, Result};
 pub use harness::{CaseResult, Harness, Outcome, Summary};
 pub use report::Report;
 pub use run::Timing;
-pub use schedule::{BrokerAction, BrokerTarget, Fault, FaultKinds, Schedule, Workload};
+pub use schedule::{
+    BrokerAction, BrokerTarget, Fault, FaultKinds, LinkAction, LinkTarget, Schedule, Workload,
+};
 pub use worker::crash_point;
 
 /// A named crash point, callable anywhere in the consumer's code: `crash_point!("after-charge")`.

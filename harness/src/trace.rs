@@ -222,6 +222,10 @@ pub enum EventKind {
         /// counted from there).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         after: Option<String>,
+        /// The paused consumer's `session.timeout.ms`, when the harness built it (a pause at
+        /// least this long gets it evicted, and the harness starts a member to take over).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session_timeout_ms: Option<u64>,
     },
     /// The orchestrator continued (SIGCONT) a paused worker.
     Resumed {
@@ -270,6 +274,16 @@ pub enum EventKind {
         /// `the leader of partition 0`); `None` for a fault that named the broker by index.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         role: Option<String>,
+    },
+    /// A network fault: the worker's links to `broker` (every broker: `None`) were cut,
+    /// slowed, or healed.
+    LinkFault {
+        /// Broker index (0-based); `None` for every broker.
+        broker: Option<usize>,
+        /// `cut`, `slow`, `heal`.
+        action: String,
+        /// The role that made it the target (`the group coordinator`, `every broker`).
+        role: String,
     },
     /// The harness stopped a live worker that had done nothing — no event of its own, no
     /// progress of any other member — for `idle_ms` while the group still had lag: left

@@ -95,6 +95,10 @@ pub fn wedged(trace: &Trace) -> Vec<Violation> {
                 group_fault = Some(FaultWitness::new("a rebalance".into(), e.at_us));
             }
             EventKind::BrokerFault { .. } => broker_faults.push(e.at_us),
+            EventKind::LinkFault { action, role, .. } if action == "heal" => {
+                let what = format!("a network fault on its links to {role}");
+                group_fault = Some(FaultWitness::new(what, e.at_us));
+            }
             EventKind::IdleStopped { worker, idle_ms } => {
                 // An incarnation with no rebalance events: ownership unknown.
                 if !owned.contains_key(worker) {
@@ -232,6 +236,31 @@ mod tests {
         assert_eq!(
             v[0].to_string(),
             "incarnation 1 stayed alive but stopped consuming: it did nothing for 2500 ms (from 500.0 ms) while partition 1 had records waiting from offset 1 (3 in all on the partitions it owned), after its sink outage (failed write #5) at 0.0 ms — the harness stopped it; in production it would wait forever"
+        );
+    }
+
+    #[test]
+    fn a_consumer_that_never_resumes_after_a_network_cut_healed_is_wedged_after_it() {
+        let mut t = trace(1, 3);
+        push(&mut t, 10, 1, rebalanced(RebalancePhase::Assign, &[0]));
+        let m = msg(&t, 0, 0);
+        push(&mut t, 20, 1, EventKind::Polled { msg: m });
+        for (at, action) in [(30, "cut"), (2_000_030, "heal")] {
+            let kind = EventKind::LinkFault {
+                broker: None,
+                action: action.into(),
+                role: "every broker".into(),
+            };
+            push(&mut t, at, 0, kind);
+        }
+        push(&mut t, 17_000_000, 0, IDLE);
+        let v = wedged(&t);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].to_string()
+                .contains("after a network fault on its links to every broker at 2000.0 ms"),
+            "{}",
+            v[0]
         );
     }
 

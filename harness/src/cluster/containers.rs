@@ -20,6 +20,7 @@ use testcontainers::runners::SyncRunner;
 use testcontainers::{Container, GenericImage, ImageExt};
 
 use super::props::{broker_properties, cluster_id};
+use super::proxy::LinkProxy;
 use super::reaper::{hostname, pid_alive, LABEL_OWNER_HOST, LABEL_OWNER_PID};
 use super::{Backend, BackendKind, ClusterConfig, ClusterError, ClusterResult, KAFKA_VERSION};
 
@@ -89,6 +90,7 @@ pub(crate) struct Containers {
     brokers: Mutex<Vec<Broker>>,
     network: Option<String>,
     bootstrap: String,
+    link: LinkProxy,
 }
 
 /// Remove containers and networks left by harness processes that died without cleaning up.
@@ -215,6 +217,20 @@ impl Containers {
                     })
             })
             .collect::<ClusterResult<_>>()?;
+        // The worker's links to each broker: a harness proxy (advertised by the broker on its
+        // `PROXIED` listener) in front of a host port mapped to that listener.
+        let link = LinkProxy::bind(n)?;
+        let proxied_ports: Vec<u16> = (0..n)
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .map(|a| a.port())
+                    .map_err(|e| ClusterError::Process {
+                        during: "finding a free port".into(),
+                        source: e,
+                    })
+            })
+            .collect::<ClusterResult<_>>()?;
         let names: Vec<String> = (0..n)
             .map(|i| format!("kafka-harness-{tag}-{}", i + 1))
             .collect();
@@ -230,6 +246,7 @@ impl Containers {
                 .with_label(LABEL_OWNER_PID, pid.clone())
                 .with_label(LABEL_OWNER_HOST, host.clone())
                 .with_mapped_port(ports[i], 9092.tcp())
+                .with_mapped_port(proxied_ports[i], 9094.tcp())
                 .with_env_var("CLUSTER_ID", id.clone())
                 .with_env_var("KAFKA_NODE_ID", node.clone())
                 .with_env_var("KAFKA_PROCESS_ROLES", "broker,controller")
@@ -258,15 +275,19 @@ impl Containers {
             req = req
                 .with_env_var(
                     "KAFKA_LISTENERS",
-                    "PLAINTEXT://0.0.0.0:9092,BROKER://0.0.0.0:19092,CONTROLLER://0.0.0.0:29093",
+                    "PLAINTEXT://0.0.0.0:9092,BROKER://0.0.0.0:19092,CONTROLLER://0.0.0.0:29093,PROXIED://0.0.0.0:9094",
                 )
                 .with_env_var(
                     "KAFKA_ADVERTISED_LISTENERS",
-                    format!("PLAINTEXT://127.0.0.1:{},BROKER://{internal}", ports[i]),
+                    format!(
+                        "PLAINTEXT://127.0.0.1:{},BROKER://{internal},PROXIED://127.0.0.1:{}",
+                        ports[i],
+                        link.ports()[i]
+                    ),
                 )
                 .with_env_var(
                     "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
-                    "PLAINTEXT:PLAINTEXT,BROKER:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "PLAINTEXT:PLAINTEXT,BROKER:PLAINTEXT,CONTROLLER:PLAINTEXT,PROXIED:PLAINTEXT",
                 )
                 .with_env_var("KAFKA_INTER_BROKER_LISTENER_NAME", "BROKER")
                 .with_env_var("KAFKA_CONTROLLER_QUORUM_VOTERS", voters)
@@ -306,12 +327,18 @@ impl Containers {
             .map(|p| format!("127.0.0.1:{p}"))
             .collect::<Vec<_>>()
             .join(",");
+        let upstreams: Vec<std::net::SocketAddr> = proxied_ports
+            .iter()
+            .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], *p)))
+            .collect();
+        link.start(&upstreams)?;
         Ok(Containers {
             rt,
             docker,
             brokers: Mutex::new(brokers),
             network,
             bootstrap,
+            link,
         })
     }
 
@@ -333,6 +360,9 @@ impl Backend for Containers {
     }
     fn bootstrap(&self) -> String {
         self.bootstrap.clone()
+    }
+    fn link(&self) -> Option<&LinkProxy> {
+        Some(&self.link)
     }
     fn kill(&self, i: usize) -> ClusterResult<()> {
         let name = self.name(i)?;

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 
 use super::props::{broker_properties, cluster_id};
+use super::proxy::LinkProxy;
 use super::reaper::{pid_alive, spawn_tied};
 use super::{Backend, BackendKind, ClusterConfig, ClusterError, ClusterResult, KAFKA_VERSION};
 
@@ -61,6 +62,7 @@ pub(crate) struct Local {
     dir: Mutex<Option<tempfile::TempDir>>,
     brokers: Mutex<Vec<Broker>>,
     bootstrap: String,
+    link: LinkProxy,
 }
 
 /// A port the OS says is free now. Pinned for the cluster's life so restarts keep addresses.
@@ -114,6 +116,9 @@ impl Local {
         let client_ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<ClusterResult<_>>()?;
         let controller_ports: Vec<u16> =
             (0..n).map(|_| free_port()).collect::<ClusterResult<_>>()?;
+        // The worker's links: a harness proxy per broker, advertised on `PROXIED`.
+        let link = LinkProxy::bind(n)?;
+        let proxied_ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<ClusterResult<_>>()?;
         let voters = controller_ports
             .iter()
             .enumerate()
@@ -133,17 +138,18 @@ impl Local {
             let _ = writeln!(p, "controller.quorum.voters={voters}");
             let _ = writeln!(
                 p,
-                "listeners=PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
-                client_ports[i], controller_ports[i]
+                "listeners=PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{},PROXIED://127.0.0.1:{}",
+                client_ports[i], controller_ports[i], proxied_ports[i]
             );
             let _ = writeln!(
                 p,
-                "advertised.listeners=PLAINTEXT://127.0.0.1:{}",
-                client_ports[i]
+                "advertised.listeners=PLAINTEXT://127.0.0.1:{},PROXIED://127.0.0.1:{}",
+                client_ports[i],
+                link.ports()[i]
             );
             let _ = writeln!(
                 p,
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,PROXIED:PLAINTEXT"
             );
             let _ = writeln!(p, "controller.listener.names=CONTROLLER");
             let _ = writeln!(p, "inter.broker.listener.name=PLAINTEXT");
@@ -208,11 +214,17 @@ impl Local {
             .map(|p| format!("127.0.0.1:{p}"))
             .collect::<Vec<_>>()
             .join(",");
+        let upstreams: Vec<std::net::SocketAddr> = proxied_ports
+            .iter()
+            .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], *p)))
+            .collect();
+        link.start(&upstreams)?;
         let local = Local {
             libs: config.kafka_libs.clone(),
             dir: Mutex::new(Some(dir)),
             brokers: Mutex::new(brokers),
             bootstrap,
+            link,
         };
         for i in 0..n {
             local.start(i)?;
@@ -283,6 +295,9 @@ impl Backend for Local {
     }
     fn bootstrap(&self) -> String {
         self.bootstrap.clone()
+    }
+    fn link(&self) -> Option<&LinkProxy> {
+        Some(&self.link)
     }
     fn kill(&self, i: usize) -> ClusterResult<()> {
         self.with_broker(i, |b| {

@@ -20,6 +20,7 @@ mod error;
 mod external;
 mod local;
 mod props;
+mod proxy;
 mod reaper;
 pub(crate) use reaper::at_exit;
 
@@ -30,6 +31,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
+
+use proxy::LinkProxy;
+pub use proxy::LinkState;
 
 pub use error::ClusterError;
 pub(crate) use reaper::spawn_tied;
@@ -67,6 +71,14 @@ impl BackendKind {
     /// The embedded mock has no real failover (nor a way to freeze a broker); an external
     /// cluster is not the harness's to kill.
     pub fn broker_faults(self) -> bool {
+        matches!(self, BackendKind::Containers | BackendKind::Local)
+    }
+
+    /// Whether the harness can cut or slow the links between a worker and the brokers
+    /// ([`crate::Fault::Network`]): brokers it starts advertise a listener behind a harness
+    /// proxy per broker. The embedded mock's brokers advertise only themselves, and an
+    /// external cluster's listeners are not the harness's to change.
+    pub fn network_faults(self) -> bool {
         matches!(self, BackendKind::Containers | BackendKind::Local)
     }
 
@@ -308,6 +320,10 @@ trait Backend: Send + Sync {
     fn probe_with_topic(&self) -> bool {
         true
     }
+    /// The harness's proxies in front of each broker, when the backend advertises them.
+    fn link(&self) -> Option<&LinkProxy> {
+        None
+    }
     fn shutdown(&self) -> ClusterResult<()>;
 }
 
@@ -439,6 +455,28 @@ impl Cluster {
             brokers: self.broker_count(),
             prefix: self.prefix().to_string(),
         }
+    }
+
+    /// Bootstrap servers through the harness's link proxies (one per broker, advertised by
+    /// the brokers on a listener of their own), for a client whose links the harness may cut
+    /// or slow ([`Cluster::set_link`]); `None` where [`BackendKind::network_faults`] is false.
+    pub fn proxied_bootstrap_servers(&self) -> Option<String> {
+        self.backend.link().map(LinkProxy::bootstrap)
+    }
+
+    /// Cut, slow or heal the link between proxied clients and broker `broker` (0-based; all
+    /// brokers with `None`). Connections stay open through a cut: bytes wait, as over a
+    /// network that drops packets until it heals.
+    pub fn set_link(&self, broker: Option<usize>, state: LinkState) -> ClusterResult<()> {
+        if let Some(b) = broker {
+            self.broker_index(b)?;
+        }
+        let link = self.backend.link().ok_or(ClusterError::FaultUnsupported {
+            backend: self.backend(),
+            action: "network cut",
+        })?;
+        link.set(broker, state);
+        Ok(())
     }
 
     /// Which backend this cluster runs on.

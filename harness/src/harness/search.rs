@@ -98,11 +98,18 @@ impl Harness {
             } else {
                 0
             },
+            links: cluster.backend().network_faults(),
             transactional: self.guarantee == Guarantee::ExactlyOnceTransactional,
         };
         if self.kinds.broker_faults && !cluster.backend().broker_faults() {
             eprintln!(
                 "kafka-harness: broker faults are not generated on the {} backend (only containers and local brokers can be killed and frozen by the harness)",
+                cluster.backend()
+            );
+        }
+        if self.kinds.network_faults && !cluster.backend().network_faults() {
+            eprintln!(
+                "kafka-harness: network faults are not generated on the {} backend (only brokers the harness starts advertise its link proxies: containers, local)",
                 cluster.backend()
             );
         }
@@ -259,7 +266,9 @@ impl Harness {
             s.faults.iter().any(|f| {
                 matches!(
                     f,
-                    crate::Fault::BrokerRestart { .. } | crate::Fault::Broker { .. }
+                    crate::Fault::BrokerRestart { .. }
+                        | crate::Fault::Broker { .. }
+                        | crate::Fault::Network { .. }
                 )
             })
         };
@@ -863,9 +872,9 @@ fn tally(summary: &mut Summary, trace: &Trace) {
                 summary.faults_injected += 1;
                 *summary.crash_points_hit.entry("kill".into()).or_insert(0) += 1;
             }
-            EventKind::SinkFailed { .. } | EventKind::BrokerFault { .. } => {
-                summary.faults_injected += 1
-            }
+            EventKind::SinkFailed { .. }
+            | EventKind::BrokerFault { .. }
+            | EventKind::LinkFault { .. } => summary.faults_injected += 1,
             EventKind::Started { primary: false, .. } => summary.faults_injected += 1,
             _ => {}
         }

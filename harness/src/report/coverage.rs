@@ -140,6 +140,9 @@ impl Coverage {
                 EventKind::BrokerFault { action, .. } => {
                     count(&mut self.kinds, format!("broker-{action}"))
                 }
+                EventKind::LinkFault { action, .. } if action != "heal" => {
+                    count(&mut self.kinds, format!("network-{action}"))
+                }
                 _ => {}
             }
         }

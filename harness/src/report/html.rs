@@ -143,6 +143,10 @@ pub fn render(page: &Page<'_>) -> String {
                 ms(e.at_us),
                 role.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
             )),
+            EventKind::LinkFault { action, role, .. } => Some(format!(
+                "{}: the worker's links to {role}: {action}",
+                ms(e.at_us)
+            )),
             EventKind::Stuck { lag, waited_ms } => Some(format!(
                 "{}: stuck, lag {lag:?} after {waited_ms} ms",
                 ms(e.at_us)
@@ -363,6 +367,18 @@ fn swimlanes(trace: &Trace, partition: i32, violating: &BTreeSet<u64>) -> String
                 ),
                 Some(format!("b{broker} {action}")),
             ),
+            EventKind::LinkFault { action, role, .. }
+                if broker_fault_touches(Some(role), partition) =>
+            {
+                mark(
+                    at,
+                    0,
+                    "brokerfault",
+                    None,
+                    format!("the worker's links to {role}: {action}"),
+                    Some(format!("net {action}")),
+                )
+            }
             EventKind::BrokerCommitted { offsets } => {
                 for (_, o) in offsets.iter().filter(|(q, _)| *q == partition) {
                     mark(
@@ -401,6 +417,7 @@ fn swimlanes(trace: &Trace, partition: i32, violating: &BTreeSet<u64>) -> String
                 hit,
                 millis,
                 after,
+                ..
             } => mark(
                 at,
                 inc,

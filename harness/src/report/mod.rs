@@ -279,6 +279,7 @@ pub fn timeline(trace: &Trace) -> String {
                     hit,
                     millis,
                     after,
+                    ..
                 } => push(
                     e.inc,
                     format!(
@@ -372,6 +373,13 @@ pub fn timeline(trace: &Trace) -> String {
                     out,
                     "broker {broker}{}: {action} at {:.1} ms",
                     role.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(),
+                    e.at_us as f64 / 1000.0
+                );
+            }
+            EventKind::LinkFault { action, role, .. } => {
+                let _ = writeln!(
+                    out,
+                    "the worker's links to {role}: {action} at {:.1} ms",
                     e.at_us as f64 / 1000.0
                 );
             }

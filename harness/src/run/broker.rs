@@ -35,14 +35,7 @@ impl Case<'_> {
         target: BrokerTarget,
         action: BrokerAction,
     ) -> Result<()> {
-        let cluster = &self.runner.cluster;
-        let broker = match target {
-            BrokerTarget::Leader { partition } => cluster.leader_of(&self.topic, partition)?,
-            BrokerTarget::Coordinator => cluster.coordinator_of(&self.group)?,
-            BrokerTarget::TransactionCoordinator => {
-                cluster.transaction_coordinator_of(&self.transactional_id())?
-            }
-        };
+        let broker = self.broker_with(target)?;
         let role = target.to_string();
         let (frozen, millis) = match action {
             BrokerAction::Restart => (false, 0),
@@ -69,15 +62,30 @@ impl Case<'_> {
         self.restore_brokers(false)
     }
 
+    /// The broker that has `role` for this case now (from a fresh metadata read).
+    pub(super) fn broker_with(&self, role: BrokerTarget) -> Result<usize> {
+        let cluster = &self.runner.cluster;
+        Ok(match role {
+            BrokerTarget::Leader { partition } => cluster.leader_of(&self.topic, partition)?,
+            BrokerTarget::Coordinator => cluster.coordinator_of(&self.group)?,
+            BrokerTarget::TransactionCoordinator => {
+                cluster.transaction_coordinator_of(&self.transactional_id())?
+            }
+        })
+    }
+
     /// Whether a broker is down or frozen right now.
     pub(super) fn broker_out(&self) -> bool {
         !self.outstanding.is_empty()
     }
 
-    /// Whether a broker is out or came back less than [`RECOVERY`] ago: a worker that is
-    /// silent then may be inside a client call that is still recovering, not idle.
+    /// Whether a broker is out or a link cut, or one came back less than [`RECOVERY`] ago:
+    /// a worker that is silent then may be inside a client call that is still recovering,
+    /// not idle.
     pub(super) fn broker_recovering(&self) -> bool {
-        self.broker_out() || self.broker_back.is_some_and(|t| t.elapsed() < RECOVERY)
+        self.broker_out()
+            || self.link_out()
+            || self.broker_back.is_some_and(|t| t.elapsed() < RECOVERY)
     }
 
     /// Bring back every broker whose time is up (`all`: every one), then wait until the

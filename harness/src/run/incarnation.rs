@@ -85,12 +85,15 @@ fn events_in(trace_path: &Path) -> Vec<Event> {
 }
 
 /// A pause of at least this many ms outlasts the harness's default `session.timeout.ms`
-/// (1000): a second member is started to take over the paused worker's partitions.
+/// (1000): a second member is started to take over the paused worker's partitions. A consumer
+/// the harness built says its own session timeout in its pause event, which wins.
 pub(crate) const TAKEOVER_PAUSE_MS: u64 = 1000;
 
-/// How long a worker that woke from a pause keeps running before a drained group ends its
-/// incarnation: time to notice it was evicted, rejoin (the group rebalances again) and act
-/// on what it held — two session timeouts of the harness's default, with room for a retry.
+/// How long a worker keeps running, after it woke from a pause or a broker or link came
+/// back, before a drained group ends its incarnation: time to notice it was evicted, rejoin
+/// (the group rebalances again) and act on what it held or queued — two session timeouts of
+/// the harness's default, with room for a retry. A consumer in production runs on; ending at
+/// lag 0 is the harness's shortcut, and it must not cut off what a fault set in motion.
 const AFTER_WAKE: Duration = Duration::from_millis(2000);
 
 /// Where a `pause-at` stands.
@@ -104,15 +107,24 @@ enum Pause {
 }
 
 /// The `millis` of the last `paused` event in a worker's trace (0 if unreadable).
-fn last_pause_millis(trace_path: &Path) -> u64 {
+/// The last pause the worker recorded: how long, and whether it outlasts the consumer's
+/// session timeout (the harness's default when the worker built its consumer itself).
+fn last_pause(trace_path: &Path) -> (u64, bool) {
     events_in(trace_path)
         .iter()
         .rev()
         .find_map(|e| match &e.kind {
-            EventKind::Paused { millis, .. } => Some(*millis),
+            EventKind::Paused {
+                millis,
+                session_timeout_ms,
+                ..
+            } => Some((
+                *millis,
+                *millis >= session_timeout_ms.unwrap_or(TAKEOVER_PAUSE_MS),
+            )),
             _ => None,
         })
-        .unwrap_or(0)
+        .unwrap_or((0, false))
 }
 
 /// Whether a fault's `point` names the point an event recorded (`*` names every point).
@@ -152,7 +164,8 @@ fn fired_in_worker(f: &Fault, events: &[Event]) -> Option<bool> {
         | Fault::KillAfterMillis { .. }
         | Fault::Rebalance { .. }
         | Fault::BrokerRestart { .. }
-        | Fault::Broker { .. } => return None,
+        | Fault::Broker { .. }
+        | Fault::Network { .. } => return None,
     })
 }
 
@@ -275,11 +288,19 @@ impl Case<'_> {
         self.next_inc += 1;
         let trace_path = self.dir.join(format!("trace-{inc}.jsonl"));
         let stop_path = self.dir.join(format!("stop-{inc}"));
+        let mut cluster = self.runner.cluster.view();
+        // In a case with a network fault the worker reaches the brokers through the link
+        // proxies (the second member does not: the cut is this worker's).
+        if primary && self.proxied() {
+            if let Some(bootstrap) = self.runner.cluster.proxied_bootstrap_servers() {
+                cluster.bootstrap = bootstrap;
+            }
+        }
         let spec = WorkerSpec {
             name: self.runner.name.clone(),
             inc,
             primary,
-            cluster: self.runner.cluster.view(),
+            cluster,
             topic: self.topic.clone(),
             output_topic: format!("{}.out", self.topic),
             group: self.group.clone(),
@@ -419,6 +440,15 @@ impl Case<'_> {
                         fired[i] = true;
                         self.broker_fault(*target, *action)?;
                     }
+                    // One network fault at a time, as for brokers.
+                    Fault::Network {
+                        target,
+                        action,
+                        after_effects,
+                    } if progress.effects >= *after_effects && !self.link_out() => {
+                        fired[i] = true;
+                        self.network_fault(*target, *action)?;
+                    }
                     _ => {}
                 }
             }
@@ -436,11 +466,11 @@ impl Case<'_> {
             }
             if progress.pauses > handled_pauses {
                 handled_pauses = progress.pauses;
-                let millis = last_pause_millis(&primary.trace_path);
+                let (millis, evicted) = last_pause(&primary.trace_path);
                 pause = Pause::Requested(Duration::from_millis(millis));
                 // Past the session timeout the group evicts the worker: a second member is
                 // there to take its partitions, so it wakes as a zombie.
-                if millis >= TAKEOVER_PAUSE_MS && peer.is_none() {
+                if evicted && peer.is_none() {
                     peer = Some(self.spawn(false, &[])?);
                 }
             }
@@ -464,6 +494,7 @@ impl Case<'_> {
                 _ => {}
             }
             self.restore_brokers(false)?;
+            self.heal_links(false)?;
             if pause != Pause::None || self.broker_recovering() {
                 // Neither a drained group nor an idle worker ends the incarnation while the
                 // worker is stopped, or while a broker is down or just back: what it does
@@ -474,10 +505,13 @@ impl Case<'_> {
             // return.
             if last_read.elapsed() >= self.runner.timing.observe && !self.broker_out() {
                 last_read = Instant::now();
-                // A drained group ends the incarnation — but not right after the worker woke:
-                // a zombie still holds polled records and refused commits, and what it does
-                // with them (writes, retried commits) is what a pause is scheduled to show.
-                let settled = woke.is_none_or(|t| t.elapsed() >= AFTER_WAKE);
+                // A drained group ends the incarnation — but not right after the worker woke or
+                // a broker or link came back: a zombie still holds polled records and refused
+                // commits, and what it does with them (writes, retried commits) is what the
+                // fault is scheduled to show.
+                let settled = woke.is_none_or(|t| t.elapsed() >= AFTER_WAKE)
+                    && !self.link_out()
+                    && self.broker_back.is_none_or(|t| t.elapsed() >= AFTER_WAKE);
                 if self.lag()?.iter().all(|(_, l)| *l == 0) && pause == Pause::None && settled {
                     break;
                 }
@@ -500,6 +534,7 @@ impl Case<'_> {
         // The rest of the incarnation (a graceful stop may commit) and the drain run on a whole
         // cluster.
         self.restore_brokers(true)?;
+        self.heal_links(true)?;
         // Read the worker's events only once it has ended: a worker asked to stop may still
         // reach a scheduled crash on its way out (it finishes the record it holds).
         let primary_trace = primary.trace_path.clone();
@@ -739,6 +774,7 @@ mod tests {
                     hit: 2,
                     millis: 300,
                     after: None,
+                    session_timeout_ms: None,
                 },
             ),
             (
@@ -753,6 +789,7 @@ mod tests {
                     hit: 1,
                     millis: 300,
                     after: Some("revoke".into()),
+                    session_timeout_ms: None,
                 },
             ),
         ];
@@ -770,6 +807,7 @@ mod tests {
             hit: 2,
             millis: 300,
             after: Some("revoke".into()),
+            session_timeout_ms: None,
         };
         let absolute = Fault::PauseAt {
             point: "p".into(),

@@ -13,6 +13,7 @@
 mod broker;
 mod cleanup;
 mod incarnation;
+mod network;
 mod workload;
 
 pub(crate) use cleanup::Cleanup;
@@ -139,14 +140,17 @@ struct Case<'a> {
     seen_at_us: u64,
     /// Brokers a fault took down or froze, to bring back.
     outstanding: Vec<broker::Outstanding>,
-    /// When the last broker taken out was brought back.
+    /// When the last broker taken out was brought back (or the last cut link healed).
     broker_back: Option<std::time::Instant>,
+    /// Links a network fault cut or slowed, to heal.
+    cut_links: Vec<network::CutLink>,
 }
 
 impl Drop for Case<'_> {
     /// A case abandoned on an error must not leave a broker down or frozen for the next one.
     fn drop(&mut self) {
         self.restore_brokers_quietly();
+        self.heal_links_quietly();
     }
 }
 
@@ -161,6 +165,17 @@ impl CaseRunner {
             if !backend.broker_faults() {
                 return Err(Error::Config(format!(
                     "the schedule has a broker fault ({f}), which the {backend} backend cannot inject: run it on the containers or local backend (KAFKA_HARNESS_BACKEND)"
+                )));
+            }
+        }
+        if let Some(f) = schedule
+            .faults
+            .iter()
+            .find(|f| matches!(f, crate::Fault::Network { .. }))
+        {
+            if !backend.network_faults() {
+                return Err(Error::Config(format!(
+                    "the schedule has a network fault ({f}), which the {backend} backend cannot inject (its brokers do not advertise the harness's link proxies): run it on the containers or local backend (KAFKA_HARNESS_BACKEND)"
                 )));
             }
         }
@@ -238,6 +253,7 @@ impl CaseRunner {
             seen_at_us: 0,
             outstanding: Vec::new(),
             broker_back: None,
+            cut_links: Vec::new(),
         };
         self.sink
             .prepare(dir)

@@ -14,12 +14,14 @@
 //! assert_eq!(s.incarnations().len(), 1);
 //! ```
 
+mod cluster;
 mod strategy;
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use cluster::{BrokerAction, BrokerTarget, LinkAction, LinkTarget};
 pub use strategy::{
     FaultKinds, ScheduleSpace, ANCHOR_REVOKE, ANCHOR_SINK_OUTAGE, ANY_POINT, BROKER_FAULT_MS,
 };
@@ -214,53 +216,18 @@ pub enum Fault {
         /// Effects to wait for.
         after_effects: u32,
     },
-}
-
-/// Which broker a [`Fault::Broker`] hits, looked up from the cluster's metadata when it fires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "role")]
-pub enum BrokerTarget {
-    /// The leader of this partition of the input topic.
-    Leader {
-        /// Input partition.
-        partition: i32,
-    },
-    /// The coordinator of the consumer group: the leader of the `__consumer_offsets`
-    /// partition the group id hashes to.
-    Coordinator,
-    /// The transaction coordinator of the case's `transactional.id`: the leader of the
-    /// `__transaction_state` partition the id hashes to (for transactional workers; failing
-    /// over mid-commit is the fault it models).
-    TransactionCoordinator,
-}
-
-impl std::fmt::Display for BrokerTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BrokerTarget::Leader { partition } => write!(f, "the leader of partition {partition}"),
-            BrokerTarget::Coordinator => write!(f, "the group coordinator"),
-            BrokerTarget::TransactionCoordinator => write!(f, "the transaction coordinator"),
-        }
-    }
-}
-
-/// What a [`Fault::Broker`] does to its broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "do")]
-pub enum BrokerAction {
-    /// SIGKILL, then started again at once (same address, same data); the harness waits until
-    /// the cluster is whole again before it goes on.
-    Restart,
-    /// SIGKILL, started again `millis` ms later.
-    Down {
-        /// How long it stays down.
-        millis: u64,
-    },
-    /// Frozen for `millis` ms (SIGSTOP / `docker pause`): connections stay open and nothing
-    /// answers — the fault timeouts, not connection errors, must handle.
-    Pause {
-        /// How long it stays frozen.
-        millis: u64,
+    /// A network fault once this incarnation applied `after_effects` effects: the links
+    /// between the worker and the broker with a role (or every broker) are cut or slowed for
+    /// a while, then healed. The brokers stay up and keep serving everyone else — the
+    /// harness's own reads, the other group member, each other (containers and local
+    /// backends: the worker connects through a harness proxy per broker).
+    Network {
+        /// Which links.
+        target: LinkTarget,
+        /// What happens to them.
+        action: LinkAction,
+        /// Effects to wait for.
+        after_effects: u32,
     },
 }
 
@@ -295,6 +262,10 @@ impl Fault {
             },
             Fault::PauseAt { .. } => "pause-at",
             Fault::PauseAfter { .. } => "pause-after",
+            Fault::Network { action, .. } => match action {
+                LinkAction::Cut { .. } => "network-cut",
+                LinkAction::Slow { .. } => "network-slow",
+            },
         }
     }
 
@@ -401,6 +372,20 @@ impl std::fmt::Display for Fault {
                 BrokerAction::Pause { millis } => write!(
                     f,
                     "{target} frozen for {millis} ms after {after_effects} effects"
+                ),
+            },
+            Fault::Network {
+                target,
+                action,
+                after_effects,
+            } => match action {
+                LinkAction::Cut { millis } => write!(
+                    f,
+                    "the worker cut off from {target} for {millis} ms after {after_effects} effects"
+                ),
+                LinkAction::Slow { millis, delay_ms } => write!(
+                    f,
+                    "the worker's links to {target} slowed by {delay_ms} ms for {millis} ms after {after_effects} effects"
                 ),
             },
         }
@@ -530,6 +515,10 @@ impl Schedule {
                 }
                 Fault::Broker {
                     target: BrokerTarget::Leader { partition },
+                    ..
+                }
+                | Fault::Network {
+                    target: LinkTarget::Leader { partition },
                     ..
                 } if *partition < 0 || *partition >= w.partitions => {
                     return Err(format!(

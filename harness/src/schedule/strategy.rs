@@ -6,7 +6,10 @@
 use proptest::prelude::*;
 use proptest::sample::select;
 
-use super::{BrokerAction, BrokerTarget, Fault, Schedule, SinkFailure, Workload, SCHEDULE_VERSION};
+use super::{
+    BrokerAction, BrokerTarget, Fault, LinkAction, LinkTarget, Schedule, SinkFailure, Workload,
+    SCHEDULE_VERSION,
+};
 
 /// The built-in point right after a poll returned (`worker::points::AFTER_POLL`; named here so
 /// that `schedule` needs nothing from `worker`, and a test checks the two agree).
@@ -47,6 +50,11 @@ pub struct FaultKinds {
     /// session timeout, so it wakes as a zombie after a second member took its partitions;
     /// with `rebalances` too, also 300 ms soon after a revoke (the other member runs ahead).
     pub pauses: bool,
+    /// Network faults ([`Fault::Network`]): the worker's links to the leader of an input
+    /// partition, to the group coordinator (for a transactional check, also to the
+    /// transaction coordinator) or to every broker, cut for 2 s or slowed by 200 ms a chunk
+    /// for 2 s (needs the containers or local backend).
+    pub network_faults: bool,
 }
 
 impl Default for FaultKinds {
@@ -59,6 +67,7 @@ impl Default for FaultKinds {
             rebalances: false,
             broker_faults: false,
             pauses: false,
+            network_faults: false,
         }
     }
 }
@@ -72,6 +81,12 @@ pub const PAUSE_ZOMBIE_MS: u64 = 2500;
 /// request timeouts' first retries and the harness's 1 s session timeout, short of a case's
 /// budget.
 pub const BROKER_FAULT_MS: u64 = 2000;
+
+/// How long a generated network fault lasts: past the harness's 1 s session timeout (a cut
+/// from the coordinator gets the worker evicted), short of a case's budget.
+pub const NETWORK_FAULT_MS: u64 = 2000;
+/// The delay a generated slow link adds to every chunk, each way.
+pub const SLOW_LINK_DELAY_MS: u64 = 200;
 
 /// The space schedules are drawn from.
 #[derive(Debug, Clone)]
@@ -87,6 +102,8 @@ pub struct ScheduleSpace {
     pub kinds: FaultKinds,
     /// Broker count (for broker faults).
     pub brokers: usize,
+    /// Whether the backend can cut the worker's links (for network faults).
+    pub links: bool,
     /// Whether the worker is transactional: broker faults then also target its transaction
     /// coordinator.
     pub transactional: bool,
@@ -204,6 +221,20 @@ impl ScheduleSpace {
             } => Fault::Broker {
                 target: match target {
                     BrokerTarget::Leader { partition } => BrokerTarget::Leader {
+                        partition: partition.min(workload.partitions.max(1) - 1),
+                    },
+                    other => other,
+                },
+                action,
+                after_effects: after_effects.min(m),
+            },
+            Fault::Network {
+                target,
+                action,
+                after_effects,
+            } => Fault::Network {
+                target: match target {
+                    LinkTarget::Leader { partition } => LinkTarget::Leader {
                         partition: partition.min(workload.partitions.max(1) - 1),
                     },
                     other => other,
@@ -448,6 +479,38 @@ impl ScheduleSpace {
                     .boxed(),
             ));
         }
+        if k.network_faults && self.links {
+            // Shrinks toward a cut from the group coordinator.
+            let mut targets = vec![
+                Just(LinkTarget::Coordinator).boxed(),
+                (0..self.max.partitions.max(1))
+                    .prop_map(|partition| LinkTarget::Leader { partition })
+                    .boxed(),
+                Just(LinkTarget::All).boxed(),
+            ];
+            if self.transactional {
+                targets.push(Just(LinkTarget::TransactionCoordinator).boxed());
+            }
+            let target = proptest::strategy::Union::new(targets);
+            let action = prop_oneof![
+                Just(LinkAction::Cut {
+                    millis: NETWORK_FAULT_MS
+                }),
+                Just(LinkAction::Slow {
+                    millis: NETWORK_FAULT_MS,
+                    delay_ms: SLOW_LINK_DELAY_MS,
+                }),
+            ];
+            options.push(single(
+                (target, action, 1..=max_effects)
+                    .prop_map(|(target, action, after_effects)| Fault::Network {
+                        target,
+                        action,
+                        after_effects,
+                    })
+                    .boxed(),
+            ));
+        }
         if options.is_empty() {
             return None;
         }
@@ -474,9 +537,11 @@ mod tests {
                 sink_failures: true,
                 rebalances: true,
                 broker_faults: true,
+                network_faults: true,
                 ..FaultKinds::default()
             },
             brokers: 3,
+            links: true,
             transactional: false,
         }
     }
@@ -510,7 +575,7 @@ mod tests {
                         prop_assert!(millis.is_none_or(|m| (20..=1500).contains(&m)));
                     }
                     // `validate` above: a leader's partition exists in the drawn workload.
-                    Fault::Broker { after_effects, .. } => {
+                    Fault::Broker { after_effects, .. } | Fault::Network { after_effects, .. } => {
                         prop_assert!(*after_effects >= 1 && *after_effects <= s.workload.messages);
                     }
                     _ => {}
@@ -558,6 +623,15 @@ mod tests {
                 } => {
                     assert_eq!(*target, BrokerTarget::Coordinator);
                     assert_eq!(*action, BrokerAction::Restart);
+                    assert_eq!(*after_effects, 1);
+                }
+                Fault::Network {
+                    target,
+                    action,
+                    after_effects,
+                } => {
+                    assert_eq!(*target, LinkTarget::Coordinator);
+                    assert!(matches!(action, LinkAction::Cut { .. }), "{min:?}");
                     assert_eq!(*after_effects, 1);
                 }
                 other => panic!("unexpected minimal fault {other:?}"),

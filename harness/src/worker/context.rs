@@ -152,6 +152,13 @@ impl WorkerCtx {
     /// not be changed).
     pub fn consumer(&self, user: &ClientConfig) -> Result<Consumer, WorkerError> {
         let config = self.merged(self.consumer_config(), user)?;
+        // Its pauses say how long the group waits for it before it is evicted.
+        if let Some(ms) = config
+            .get("session.timeout.ms")
+            .and_then(|v| v.parse().ok())
+        {
+            self.recorder.note_session_timeout(ms);
+        }
         Ok(Consumer::new(
             &config,
             self.recorder.clone(),

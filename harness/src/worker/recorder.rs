@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use std::path::PathBuf;
@@ -67,6 +68,9 @@ pub(crate) struct Recorder {
     outage_started: Mutex<Vec<Option<Instant>>>,
     stop_path: PathBuf,
     go_path: PathBuf,
+    /// The `session.timeout.ms` of the consumer the harness built for this worker (0: not
+    /// known — a consumer the worker built itself from `consumer_config`).
+    session_timeout_ms: AtomicU64,
 }
 
 impl Recorder {
@@ -160,7 +164,17 @@ impl Recorder {
             outages,
             stop_path: stop_path.to_path_buf(),
             go_path: go_path_of(stop_path),
+            session_timeout_ms: AtomicU64::new(0),
         })
+    }
+
+    /// Note the session timeout of the consumer the harness built (its pauses say it).
+    pub(crate) fn note_session_timeout(&self, millis: u64) {
+        self.session_timeout_ms.store(millis, Ordering::Relaxed);
+    }
+
+    fn session_timeout(&self) -> Option<u64> {
+        Some(self.session_timeout_ms.load(Ordering::Relaxed)).filter(|m| *m > 0)
     }
 
     pub(crate) fn now_us(&self) -> u64 {
@@ -222,6 +236,7 @@ impl Recorder {
                 hit,
                 millis: *millis,
                 after: None,
+                session_timeout_ms: self.session_timeout(),
             });
             stop_self();
         }
@@ -264,6 +279,7 @@ impl Recorder {
                         hit: r.hit,
                         millis,
                         after: Some(r.after.clone()),
+                        session_timeout_ms: self.session_timeout(),
                     });
                     stop_self();
                 }

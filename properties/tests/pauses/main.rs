@@ -193,3 +193,54 @@ fn a_commit_refused_to_a_zombie_and_retried_later_moves_the_offset_back() {
     );
     eprintln!("{timeline}");
 }
+
+/// `txn_swallows_commit_error` keeps a 6 s session timeout: a 2.5 s pause at
+/// `before-commit-transaction` does not cost it its partitions (no second member is started,
+/// no rebalance resets its position) but outlives its 2 s transaction timeout, so the broker
+/// aborts the open transaction; the consumer swallows the failed commit and moves on.
+#[test]
+fn a_transaction_that_expired_in_a_pause_and_was_swallowed_loses_its_output() {
+    let fixture = Fixture::named("txn_swallows_commit_error").unwrap();
+    let schedule = Schedule {
+        faults: vec![Fault::PauseAt {
+            point: "before-commit-transaction".into(),
+            hit: 1,
+            millis: 2500,
+        }],
+        ..Schedule::new(Workload {
+            messages: 16,
+            partitions: 2,
+            keys: 4,
+        })
+    };
+    let result = fixture
+        .harness()
+        .name("a_transaction_that_expired_in_a_pause_and_was_swallowed_loses_its_output")
+        .run_schedule(&schedule, fixture.worker)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let t = &result.trace;
+    let timeline = kafka_harness::report::timeline(t);
+    // The pause said the consumer's own session timeout, and no member took over.
+    assert!(
+        t.events.iter().any(|e| matches!(
+            e.kind,
+            EventKind::Paused {
+                session_timeout_ms: Some(6000),
+                ..
+            }
+        )),
+        "{timeline}"
+    );
+    assert!(
+        !t.events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Started { primary: false, .. })),
+        "a second member was started for a pause inside the session timeout:\n{timeline}"
+    );
+    assert_eq!(
+        result.verdict.primary_kind(),
+        Some(kafka_harness::ViolationKind::OutputLost),
+        "{:?}\n{timeline}",
+        result.verdict
+    );
+}
