@@ -376,3 +376,43 @@ fn commits_recorded_by_the_worker_match_what_the_broker_reports() {
         .collect();
     assert_eq!(last, broker);
 }
+
+/// A schedule with a fault of the cluster that the backend cannot inject is refused before
+/// anything runs, with one error that names the fault and the backends that can.
+#[test]
+fn cluster_faults_the_embedded_mock_cannot_inject_are_one_clear_error() {
+    use kafka_harness::schedule::{BrokerAction, BrokerTarget, LinkAction, LinkTarget};
+    use kafka_harness::{BackendKind, Cluster, ClusterConfig};
+    let config = ClusterConfig::default().backend(BackendKind::Embedded);
+    let cluster = std::sync::Arc::new(Cluster::start(config).unwrap_or_else(|e| panic!("{e}")));
+    for (fault, words) in [
+        (
+            Fault::Network {
+                target: LinkTarget::Coordinator,
+                action: LinkAction::Cut { millis: 2000 },
+                after_effects: 1,
+            },
+            "network fault",
+        ),
+        (
+            Fault::Broker {
+                target: BrokerTarget::Coordinator,
+                action: BrokerAction::Restart,
+                after_effects: 1,
+            },
+            "broker fault",
+        ),
+    ] {
+        let schedule = Schedule::new(one_partition(2)).fault(fault);
+        let err = Harness::new(Guarantee::AtLeastOnce)
+            .cluster(cluster.clone())
+            .name("cluster_faults_the_embedded_mock_cannot_inject_are_one_clear_error")
+            .run_schedule(&schedule, process_then_commit)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains(words) && err.contains("containers or local"),
+            "{err}"
+        );
+    }
+}
