@@ -206,31 +206,24 @@ impl Containers {
             rt.block_on(docker.create_network(req))
                 .map_err(docker_err("creating the broker network"))?;
         }
-        let ports: Vec<u16> = (0..n)
-            .map(|_| {
-                std::net::TcpListener::bind("127.0.0.1:0")
-                    .and_then(|l| l.local_addr())
-                    .map(|a| a.port())
-                    .map_err(|e| ClusterError::Process {
-                        during: "finding a free port".into(),
-                        source: e,
-                    })
-            })
-            .collect::<ClusterResult<_>>()?;
+        let free_ports = || -> ClusterResult<Vec<u16>> {
+            (0..n)
+                .map(|_| {
+                    std::net::TcpListener::bind("127.0.0.1:0")
+                        .and_then(|l| l.local_addr())
+                        .map(|a| a.port())
+                        .map_err(|e| ClusterError::Process {
+                            during: "finding a free port".into(),
+                            source: e,
+                        })
+                })
+                .collect()
+        };
+        let ports = free_ports()?;
         // The worker's links to each broker: a harness proxy (advertised by the broker on its
         // `PROXIED` listener) in front of a host port mapped to that listener.
         let link = LinkProxy::bind(n)?;
-        let proxied_ports: Vec<u16> = (0..n)
-            .map(|_| {
-                std::net::TcpListener::bind("127.0.0.1:0")
-                    .and_then(|l| l.local_addr())
-                    .map(|a| a.port())
-                    .map_err(|e| ClusterError::Process {
-                        during: "finding a free port".into(),
-                        source: e,
-                    })
-            })
-            .collect::<ClusterResult<_>>()?;
+        let proxied_ports = free_ports()?;
         let names: Vec<String> = (0..n)
             .map(|i| format!("kafka-harness-{tag}-{}", i + 1))
             .collect();

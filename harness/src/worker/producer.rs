@@ -106,10 +106,23 @@ impl TransactionalProducer {
         Ok(())
     }
 
-    /// Abort the transaction.
+    /// Abort the transaction. librdkafka purges the transaction's outstanding messages and
+    /// waits until their delivery reports are served, which on a `BaseProducer` happens only
+    /// when the application polls: so abort in short rounds and poll between them (an abort
+    /// that timed out may be called again), up to the usual 10 s.
     pub fn abort(&mut self) -> KafkaResult<()> {
         self.pending_offsets.clear();
-        self.inner.abort_transaction(TXN_TIMEOUT)
+        let deadline = std::time::Instant::now() + TXN_TIMEOUT;
+        loop {
+            match self.inner.abort_transaction(Duration::from_millis(200)) {
+                Err(rdkafka::error::KafkaError::Transaction(e))
+                    if e.is_retriable() && std::time::Instant::now() < deadline =>
+                {
+                    self.inner.poll(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The underlying rdkafka producer.

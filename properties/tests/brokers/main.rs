@@ -147,13 +147,12 @@ fn generated_broker_faults_fire_and_a_correct_consumer_holds() {
     cluster.shutdown().unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// Run `fixture` on `cluster` with one broker fault after 2 effects; returns the result and
-/// its timeline (`None` in a worker process serving another of this test's harnesses).
-fn one_fault(
+/// Run `fixture` on `cluster` with `fault` (12 messages, 2 partitions); returns the result
+/// and its timeline (`None` in a worker process serving another of this test's harnesses).
+fn one_case(
     cluster: &Arc<Cluster>,
     fixture: &str,
-    target: BrokerTarget,
-    action: BrokerAction,
+    fault: Fault,
 ) -> Option<(kafka_harness::CaseResult, String)> {
     let fixture = Fixture::named(fixture).unwrap();
     let schedule = Schedule::new(Workload {
@@ -161,16 +160,14 @@ fn one_fault(
         partitions: 2,
         keys: 4,
     })
-    .fault(Fault::Broker {
-        target,
-        action,
-        after_effects: 2,
-    });
+    .fault(fault);
     let t = std::time::Instant::now();
+    // One name per fixture and fault kind: a worker process serves the call with its name.
+    let name = format!("{}_{}", fixture.name, schedule.faults[0].kind_name());
     let result = match fixture
         .harness()
         .cluster(cluster.clone())
-        .name(fixture.name)
+        .name(&name)
         .run_schedule(&schedule, fixture.worker)
     {
         Ok(result) => result,
@@ -186,6 +183,21 @@ fn one_fault(
     );
     let timeline = kafka_harness::report::timeline(&result.trace);
     Some((result, timeline))
+}
+
+/// [`one_case`] with a broker fault after 2 effects.
+fn one_fault(
+    cluster: &Arc<Cluster>,
+    fixture: &str,
+    target: BrokerTarget,
+    action: BrokerAction,
+) -> Option<(kafka_harness::CaseResult, String)> {
+    let fault = Fault::Broker {
+        target,
+        action,
+        after_effects: 2,
+    };
+    one_case(cluster, fixture, fault)
 }
 
 #[test]
@@ -214,46 +226,19 @@ fn transactions_survive_their_coordinator_failing() {
     cluster.shutdown().unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// Run `fixture` with one network fault after 2 effects (`None` in a worker process serving
-/// another of this test's harnesses).
+/// [`one_case`] with a network fault after 2 effects.
 fn one_cut(
     cluster: &Arc<Cluster>,
     fixture: &str,
     target: LinkTarget,
     action: LinkAction,
 ) -> Option<(kafka_harness::CaseResult, String)> {
-    let fixture = Fixture::named(fixture).unwrap();
-    let schedule = Schedule::new(Workload {
-        messages: 12,
-        partitions: 2,
-        keys: 4,
-    })
-    .fault(Fault::Network {
+    let fault = Fault::Network {
         target,
         action,
         after_effects: 2,
-    });
-    let t = std::time::Instant::now();
-    let name = format!("{}_{}", fixture.name, schedule.faults[0].kind_name());
-    let result = match fixture
-        .harness()
-        .cluster(cluster.clone())
-        .name(&name)
-        .run_schedule(&schedule, fixture.worker)
-    {
-        Ok(result) => result,
-        Err(_) if kafka_harness::worker::is_worker_process() => return None,
-        Err(e) => panic!("{schedule:?}: {e}"),
     };
-    eprintln!(
-        "MEASURE {} under {} on 3 brokers: {:.1} s, {:?}",
-        fixture.name,
-        schedule.faults[0],
-        t.elapsed().as_secs_f64(),
-        result.verdict.primary_kind()
-    );
-    let timeline = kafka_harness::report::timeline(&result.trace);
-    Some((result, timeline))
+    one_case(cluster, fixture, fault)
 }
 
 #[test]
