@@ -206,24 +206,32 @@ impl Containers {
             rt.block_on(docker.create_network(req))
                 .map_err(docker_err("creating the broker network"))?;
         }
-        let free_ports = || -> ClusterResult<Vec<u16>> {
-            (0..n)
-                .map(|_| {
-                    std::net::TcpListener::bind("127.0.0.1:0")
-                        .and_then(|l| l.local_addr())
-                        .map(|a| a.port())
-                        .map_err(|e| ClusterError::Process {
-                            during: "finding a free port".into(),
-                            source: e,
-                        })
+        // Client and proxied-listener ports for every broker, all held until all are chosen
+        // so that the kernel cannot hand one out twice.
+        let held: Vec<std::net::TcpListener> = (0..2 * n)
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| ClusterError::Process {
+                    during: "finding a free port".into(),
+                    source: e,
                 })
-                .collect()
-        };
-        let ports = free_ports()?;
+            })
+            .collect::<ClusterResult<_>>()?;
+        let chosen: Vec<u16> = held
+            .iter()
+            .map(|l| {
+                l.local_addr()
+                    .map(|a| a.port())
+                    .map_err(|e| ClusterError::Process {
+                        during: "finding a free port".into(),
+                        source: e,
+                    })
+            })
+            .collect::<ClusterResult<_>>()?;
+        drop(held);
+        let (ports, proxied_ports) = (chosen[..n].to_vec(), chosen[n..].to_vec());
         // The worker's links to each broker: a harness proxy (advertised by the broker on its
         // `PROXIED` listener) in front of a host port mapped to that listener.
         let link = LinkProxy::bind(n)?;
-        let proxied_ports = free_ports()?;
         let names: Vec<String> = (0..n)
             .map(|i| format!("kafka-harness-{tag}-{}", i + 1))
             .collect();

@@ -169,44 +169,70 @@ fn accept_loop(listener: TcpListener, link: Arc<Link>, upstream: SocketAddr) {
         if link.closed.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(client) = client else { continue };
-        // A broker that is down refuses; so does its proxy (the client's connection closes).
-        let Ok(server) = TcpStream::connect_timeout(&upstream, Duration::from_secs(5)) else {
+        let Ok(client) = client else {
+            // Out of descriptors, say: do not spin.
+            std::thread::sleep(Duration::from_millis(50));
             continue;
         };
-        let _ = client.set_nodelay(true);
-        let _ = server.set_nodelay(true);
-        let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
-            continue;
-        };
-        {
-            let mut conns = link.conns.lock().unwrap_or_else(|p| p.into_inner());
-            conns.retain(|c| c.peer_addr().is_ok());
-            if let (Ok(a), Ok(b)) = (client.try_clone(), server.try_clone()) {
-                conns.push(a);
-                conns.push(b);
-            }
-        }
-        for (from, to) in [(client, s2), (server, c2)] {
-            let link = link.clone();
-            let _ = std::thread::Builder::new()
-                .name("kafka-harness-pump".into())
-                .spawn(move || pump(from, to, &link));
-        }
+        let link = link.clone();
+        let _ = std::thread::Builder::new()
+            .name("kafka-harness-link".into())
+            .spawn(move || connect(client, link, upstream));
     }
 }
 
-/// Copy `from` to `to` while the link lets bytes through; close both ways at the end.
+/// Join an accepted client to its broker: once the link lets bytes through (a connection
+/// made during a cut waits, carrying nothing), connect upstream and pump both ways.
+fn connect(client: TcpStream, link: Arc<Link>, upstream: SocketAddr) {
+    if link.wait_open().is_none() {
+        return;
+    }
+    // A broker that is down refuses; so does its proxy (the client's connection closes).
+    let Ok(server) = TcpStream::connect_timeout(&upstream, Duration::from_secs(5)) else {
+        return;
+    };
+    {
+        let _ = client.set_nodelay(true);
+        let _ = server.set_nodelay(true);
+    }
+    let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    {
+        let mut conns = link.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.retain(|c| c.peer_addr().is_ok());
+        if let (Ok(a), Ok(b)) = (client.try_clone(), server.try_clone()) {
+            conns.push(a);
+            conns.push(b);
+        }
+    }
+    for (from, to) in [(client, s2), (server, c2)] {
+        let link = link.clone();
+        let _ = std::thread::Builder::new()
+            .name("kafka-harness-pump".into())
+            .spawn(move || pump(from, to, &link));
+    }
+}
+
+/// Copy `from` to `to` while the link lets bytes through; close both ways at the end. A
+/// close is news too: during a cut it waits, like the bytes.
 fn pump(mut from: TcpStream, mut to: TcpStream, link: &Link) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => {
+                link.wait_open();
+                break;
+            }
             Ok(n) => n,
         };
         let Some(delay) = link.wait_open() else { break };
         if !delay.is_zero() {
             std::thread::sleep(delay);
+            // Cut while this chunk waited: it waits for the heal too.
+            if link.wait_open().is_none() {
+                break;
+            }
         }
         if to.write_all(&buf[..n]).is_err() {
             break;

@@ -872,9 +872,12 @@ fn tally(summary: &mut Summary, trace: &Trace) {
                 summary.faults_injected += 1;
                 *summary.crash_points_hit.entry("kill".into()).or_insert(0) += 1;
             }
-            EventKind::SinkFailed { .. }
-            | EventKind::BrokerFault { .. }
-            | EventKind::LinkFault { .. } => summary.faults_injected += 1,
+            // A broker or link fault counts once: not again when it is undone.
+            EventKind::SinkFailed { .. } => summary.faults_injected += 1,
+            EventKind::BrokerFault { action, .. } if action == "kill" || action == "pause" => {
+                summary.faults_injected += 1
+            }
+            EventKind::LinkFault { action, .. } if action != "heal" => summary.faults_injected += 1,
             EventKind::Started { primary: false, .. } => summary.faults_injected += 1,
             _ => {}
         }

@@ -436,16 +436,24 @@ impl Case<'_> {
                         target,
                         action,
                         after_effects,
-                    } if progress.effects >= *after_effects && !self.broker_out() => {
+                    } if progress.effects >= *after_effects
+                        && !self.broker_out()
+                        && !self.link_out() =>
+                    {
                         fired[i] = true;
                         self.broker_fault(*target, *action)?;
                     }
-                    // One network fault at a time, as for brokers.
+                    // One network fault at a time, and none while a broker is out (metadata
+                    // would wait on it; a broker's restart would hold up the heal): a fault
+                    // that comes due then waits.
                     Fault::Network {
                         target,
                         action,
                         after_effects,
-                    } if progress.effects >= *after_effects && !self.link_out() => {
+                    } if progress.effects >= *after_effects
+                        && !self.link_out()
+                        && !self.broker_out() =>
+                    {
                         fired[i] = true;
                         self.network_fault(*target, *action)?;
                     }
@@ -626,6 +634,7 @@ impl Case<'_> {
         });
         self.runner.cluster.kill_broker(broker)?;
         self.runner.cluster.restart_broker(broker)?;
+        self.broker_back = Some(Instant::now());
         self.orchestrator(EventKind::BrokerFault {
             broker,
             action: "restart".into(),

@@ -120,8 +120,8 @@ fn a_short_pause_is_ridden_out_without_a_takeover() {
 /// timeout: the broker aborts the open transaction and the second member's producer fences
 /// the paused one. 2 partitions, so after the zombie rejoins both members hold one. (A
 /// consumer that swallows that failure is not caught this way: the rebalance the zombie's
-/// return causes resets its position to the committed offsets — `tests/brokers` catches it
-/// with its transaction coordinator frozen instead.)
+/// return causes resets its position to the committed offsets — the last test below catches
+/// it with a pause inside its session timeout instead.)
 fn transactional_zombie() -> Schedule {
     Schedule {
         faults: vec![Fault::PauseAt {
