@@ -39,11 +39,13 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("broker.address.family", "v4"),
 ];
 
-/// The harness's default `transaction.timeout.ms` for a transactional worker: shorter than a
-/// generated zombie pause (2.5 s), so a transaction open across that pause expires and the
-/// broker aborts it — the fault a GC pause causes in production with a longer timeout. A
-/// healthy transaction here takes milliseconds; a consumer that sets its own timeout keeps it.
-pub const TRANSACTION_TIMEOUT_MS: &str = "2000";
+/// The harness's default `transaction.timeout.ms` for a transactional worker (librdkafka's is
+/// 60 s). Not shorter: a correct consumer may keep a transaction open while it waits for more
+/// records (rdkafka's `transactions` example commits every N records, and on stop), and the
+/// harness lets a quiet worker sit 2.5 s before it asks it to stop. A consumer that sets its
+/// own, shorter timeout keeps it — then a generated 2.5 s pause can outlive an open
+/// transaction, and the broker aborts it (brokers the harness starts check every 0.5 s).
+pub const TRANSACTION_TIMEOUT_MS: &str = "10000";
 
 /// Settings that belong to the case; a worker config may repeat them but not change them.
 const OWNED: &[&str] = &["bootstrap.servers", "group.id", "transactional.id"];
@@ -114,7 +116,7 @@ impl WorkerCtx {
     /// Configuration for a transactional producer you build yourself (`FutureProducer`,
     /// `BaseProducer`, with your own context) writing to [`WorkerCtx::output_topic`]: bootstrap
     /// servers, this case's `transactional.id` (the same in every incarnation, so a restart
-    /// fences the crashed one), idempotence, `acks=all` and a 2 s `transaction.timeout.ms`
+    /// fences the crashed one), idempotence, `acks=all` and a 10 s `transaction.timeout.ms`
     /// ([`TRANSACTION_TIMEOUT_MS`]; set your own to override it).
     /// The output-topic sink identifies an output record by the `kafka-harness-id` header
     /// (copy the input's headers to it) or a payload that is the decimal id.

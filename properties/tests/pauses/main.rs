@@ -116,9 +116,8 @@ fn a_short_pause_is_ridden_out_without_a_takeover() {
     assert!(result.verdict.holds(), "{:?}\n{timeline}", result.verdict);
 }
 
-/// A pause at `before-commit-transaction`, past the session timeout and the 2 s transaction
-/// timeout: the broker aborts the open transaction and the second member's producer fences
-/// the paused one. 2 partitions, so after the zombie rejoins both members hold one. (A
+/// A pause at `before-commit-transaction`, past the session timeout: the second member's
+/// producer (same `transactional.id`) fences the paused one. 2 partitions, so after the zombie rejoins both members hold one. (A
 /// consumer that swallows that failure is not caught this way: the rebalance the zombie's
 /// return causes resets its position to the committed offsets — the last test below catches
 /// it with a pause inside its session timeout instead.)
