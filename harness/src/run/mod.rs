@@ -157,27 +157,25 @@ impl Drop for Case<'_> {
 impl CaseRunner {
     pub(crate) fn run(&self, schedule: &Schedule, case_no: u64) -> Result<CaseOutcome> {
         let backend = self.cluster.backend();
-        if let Some(f) = schedule
-            .faults
-            .iter()
-            .find(|f| matches!(f, crate::Fault::Broker { .. }))
-        {
-            if !backend.broker_faults() {
-                return Err(Error::Config(format!(
-                    "the schedule has a broker fault ({f}), which the {backend} backend cannot inject: run it on the containers or local backend (KAFKA_HARNESS_BACKEND)"
-                )));
-            }
-        }
-        if let Some(f) = schedule
-            .faults
-            .iter()
-            .find(|f| matches!(f, crate::Fault::Network { .. }))
-        {
-            if !backend.network_faults() {
-                return Err(Error::Config(format!(
-                    "the schedule has a network fault ({f}), which the {backend} backend cannot inject (its brokers do not advertise the harness's link proxies): run it on the containers or local backend (KAFKA_HARNESS_BACKEND)"
-                )));
-            }
+        // Faults of the cluster only some backends can inject: one clear error, before anything
+        // runs.
+        let unsupported = schedule.faults.iter().find_map(|f| match f {
+            crate::Fault::Broker { .. } if !backend.broker_faults() => Some((f, "")),
+            crate::Fault::Network { .. } if !backend.network_faults() => Some((
+                f,
+                " (its brokers do not advertise the harness's link proxies)",
+            )),
+            _ => None,
+        });
+        if let Some((f, why)) = unsupported {
+            let kind = if matches!(f, crate::Fault::Network { .. }) {
+                "network"
+            } else {
+                "broker"
+            };
+            return Err(Error::Config(format!(
+                "the schedule has a {kind} fault ({f}), which the {backend} backend cannot inject{why}: run it on the containers or local backend (KAFKA_HARNESS_BACKEND)"
+            )));
         }
         let started = Instant::now();
         let dir = tempfile::Builder::new()

@@ -116,36 +116,51 @@ fn a_short_pause_is_ridden_out_without_a_takeover() {
     assert!(result.verdict.holds(), "{:?}\n{timeline}", result.verdict);
 }
 
+/// A schedule with one pause at `point`'s `hit`-th hit for 2.5 s.
+fn paused_at(point: &str, hit: u32, messages: u32, partitions: i32, keys: u32) -> Schedule {
+    Schedule {
+        faults: vec![Fault::PauseAt {
+            point: point.into(),
+            hit,
+            millis: 2500,
+        }],
+        ..Schedule::new(Workload {
+            messages,
+            partitions,
+            keys,
+        })
+    }
+}
+
+/// Run fixture `name` on `schedule` under the harness name `test`; the result and its timeline.
+fn run_fixture(name: &str, test: &str, schedule: &Schedule) -> (kafka_harness::CaseResult, String) {
+    let fixture = Fixture::named(name).unwrap();
+    let result = fixture
+        .harness()
+        .name(test)
+        .run_schedule(schedule, fixture.worker)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let timeline = kafka_harness::report::timeline(&result.trace);
+    (result, timeline)
+}
+
 /// A pause at `before-commit-transaction`, past the session timeout: the second member's
 /// producer (same `transactional.id`) fences the paused one. 2 partitions, so after the zombie rejoins both members hold one. (A
 /// consumer that swallows that failure is not caught this way: the rebalance the zombie's
 /// return causes resets its position to the committed offsets — the last test below catches
 /// it with a pause inside its session timeout instead.)
 fn transactional_zombie() -> Schedule {
-    Schedule {
-        faults: vec![Fault::PauseAt {
-            point: "before-commit-transaction".into(),
-            hit: 1,
-            millis: 2500,
-        }],
-        ..Schedule::new(Workload {
-            messages: 16,
-            partitions: 2,
-            keys: 4,
-        })
-    }
+    paused_at("before-commit-transaction", 1, 16, 2, 4)
 }
 
 #[test]
 fn a_fenced_transactional_zombie_is_harmless_when_its_error_ends_it() {
-    let fixture = Fixture::named("exactly_once_transactional").unwrap();
-    let result = fixture
-        .harness()
-        .name("a_fenced_transactional_zombie_is_harmless_when_its_error_ends_it")
-        .run_schedule(&transactional_zombie(), fixture.worker)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (result, timeline) = run_fixture(
+        "exactly_once_transactional",
+        "a_fenced_transactional_zombie_is_harmless_when_its_error_ends_it",
+        &transactional_zombie(),
+    );
     let t = &result.trace;
-    let timeline = kafka_harness::report::timeline(t);
     // The paused worker's transaction failed when it woke: it ended with that error.
     let zombie_failed = t.events.iter().any(|e| {
         e.inc == 1
@@ -165,25 +180,11 @@ fn a_fenced_transactional_zombie_is_harmless_when_its_error_ends_it() {
 
 #[test]
 fn a_commit_refused_to_a_zombie_and_retried_later_moves_the_offset_back() {
-    let fixture = Fixture::named("retry_failed_commit_later").unwrap();
-    let schedule = Schedule {
-        faults: vec![Fault::PauseAt {
-            point: "before-commit".into(),
-            hit: 2,
-            millis: 2500,
-        }],
-        ..Schedule::new(Workload {
-            messages: 12,
-            partitions: 1,
-            keys: 3,
-        })
-    };
-    let result = fixture
-        .harness()
-        .name("a_commit_refused_to_a_zombie_and_retried_later_moves_the_offset_back")
-        .run_schedule(&schedule, fixture.worker)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let timeline = kafka_harness::report::timeline(&result.trace);
+    let (result, timeline) = run_fixture(
+        "retry_failed_commit_later",
+        "a_commit_refused_to_a_zombie_and_retried_later_moves_the_offset_back",
+        &paused_at("before-commit", 2, 12, 1, 3),
+    );
     assert_eq!(
         result.verdict.primary_kind(),
         Some(kafka_harness::ViolationKind::CommitBackwards),
@@ -199,26 +200,12 @@ fn a_commit_refused_to_a_zombie_and_retried_later_moves_the_offset_back() {
 /// aborts the open transaction; the consumer swallows the failed commit and moves on.
 #[test]
 fn a_transaction_that_expired_in_a_pause_and_was_swallowed_loses_its_output() {
-    let fixture = Fixture::named("txn_swallows_commit_error").unwrap();
-    let schedule = Schedule {
-        faults: vec![Fault::PauseAt {
-            point: "before-commit-transaction".into(),
-            hit: 1,
-            millis: 2500,
-        }],
-        ..Schedule::new(Workload {
-            messages: 16,
-            partitions: 2,
-            keys: 4,
-        })
-    };
-    let result = fixture
-        .harness()
-        .name("a_transaction_that_expired_in_a_pause_and_was_swallowed_loses_its_output")
-        .run_schedule(&schedule, fixture.worker)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (result, timeline) = run_fixture(
+        "txn_swallows_commit_error",
+        "a_transaction_that_expired_in_a_pause_and_was_swallowed_loses_its_output",
+        &transactional_zombie(),
+    );
     let t = &result.trace;
-    let timeline = kafka_harness::report::timeline(t);
     // The pause said the consumer's own session timeout, and no member took over.
     assert!(
         t.events.iter().any(|e| matches!(
