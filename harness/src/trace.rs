@@ -237,6 +237,25 @@ pub enum EventKind {
         /// The group state the broker reported (e.g. `PreparingRebalance`).
         state: String,
     },
+    /// The worker entered a client call that blocks until the cluster answers or the call
+    /// times out (`commit_transaction`, `send_offsets_to_transaction`, a sync commit, …).
+    /// Until its [`EventKind::ClientCallEnded`], the worker is waiting on its client, not
+    /// idle: after a coordinator failover librdkafka can hold such a call for longer than
+    /// its timeout (13.5 s measured for a 10 s `send_offsets_to_transaction`).
+    ClientCallStarted {
+        /// The call, as rdkafka names it.
+        call: String,
+    },
+    /// A blocking client call returned.
+    ClientCallEnded {
+        /// The call, as rdkafka names it.
+        call: String,
+        /// How long it blocked.
+        ms: u64,
+        /// The error it returned, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// The orchestrator SIGKILLed the worker.
     Killed {
         /// Why.

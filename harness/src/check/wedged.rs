@@ -19,7 +19,10 @@ pub const BROKER_SETTLE_US: u64 = 10_000_000;
 /// that follows starts fresh incarnations, which hides it from every other checker.
 ///
 /// Ownership is the incarnation's own rebalance events (assign adds, revoke removes); an
-/// incarnation that recorded none is not judged. An idle stretch that a broker fault
+/// incarnation that recorded none is not judged, nor one whose worker function had already
+/// returned (it was closing its clients, not consuming), nor one stopped while inside a
+/// blocking client call (waiting on the cluster, see [`EventKind::ClientCallStarted`]). An
+/// idle stretch that a broker fault
 /// overlaps, or follows within [`BROKER_SETTLE_US`], is not judged either. One violation per
 /// stop, naming the first partition with records waiting, and the last fault the incarnation
 /// went through before it went idle.
@@ -51,6 +54,8 @@ pub fn wedged(trace: &Trace) -> Vec<Violation> {
     let mut broker_faults: Vec<u64> = Vec::new();
     let mut last_fault: HashMap<Incarnation, FaultWitness> = HashMap::new();
     let mut group_fault: Option<FaultWitness> = None;
+    let mut returned: BTreeSet<Incarnation> = BTreeSet::new();
+    let mut in_call: HashMap<Incarnation, usize> = HashMap::new();
     let mut out = Vec::new();
     for e in &trace.events {
         match &e.kind {
@@ -94,6 +99,14 @@ pub fn wedged(trace: &Trace) -> Vec<Violation> {
             EventKind::RebalanceStarted { .. } => {
                 group_fault = Some(FaultWitness::new("a rebalance".into(), e.at_us));
             }
+            EventKind::ClientCallStarted { .. } => *in_call.entry(e.inc).or_default() += 1,
+            EventKind::ClientCallEnded { .. } => {
+                let n = in_call.entry(e.inc).or_default();
+                *n = n.saturating_sub(1);
+            }
+            EventKind::Exited { .. } => {
+                returned.insert(e.inc);
+            }
             EventKind::BrokerFault { .. } => broker_faults.push(e.at_us),
             EventKind::LinkFault { action, role, .. } if action == "heal" => {
                 let what = format!("a network fault on its links to {role}");
@@ -101,7 +114,10 @@ pub fn wedged(trace: &Trace) -> Vec<Violation> {
             }
             EventKind::IdleStopped { worker, idle_ms } => {
                 // An incarnation with no rebalance events: ownership unknown.
-                if !owned.contains_key(worker) {
+                if !owned.contains_key(worker)
+                    || returned.contains(worker)
+                    || in_call.get(worker).is_some_and(|n| *n > 0)
+                {
                     continue;
                 }
                 let since_us = e.at_us.saturating_sub(idle_ms.saturating_mul(1000));
@@ -299,6 +315,22 @@ mod tests {
         push(&mut t, 20, 1, rebalanced(RebalancePhase::Revoke, &[0]));
         push(&mut t, 3_000_000, 0, IDLE);
         assert!(wedged(&t).is_empty());
+        // Its worker function had returned: it was closing its clients, not consuming.
+        let mut t = trace(1, 2);
+        push(&mut t, 10, 1, rebalanced(RebalancePhase::Assign, &[0]));
+        let exit = crate::trace::Exit::Failed {
+            error: "Transaction error: Failed to add offsets to transaction".into(),
+        };
+        push(&mut t, 20, 1, EventKind::Exited { exit });
+        push(&mut t, 3_000_000, 0, IDLE);
+        assert!(wedged(&t).is_empty());
+        // Stopped while waiting inside a client call: the cluster owed it an answer.
+        let mut t = trace(1, 2);
+        push(&mut t, 10, 1, rebalanced(RebalancePhase::Assign, &[0]));
+        let call = "send_offsets_to_transaction".to_string();
+        push(&mut t, 20, 1, EventKind::ClientCallStarted { call });
+        push(&mut t, 3_000_000, 0, IDLE);
+        assert!(wedged(&t).is_empty());
         // No rebalance events: ownership unknown, not judged.
         let mut t = trace(1, 2);
         push(&mut t, 3_000_000, 0, IDLE);
@@ -323,6 +355,9 @@ mod tests {
         Poll(i32, i64),
         Commit(i32, i64),
         Idle(u64),
+        Exit,
+        CallStart,
+        CallEnd,
     }
 
     fn synthetic() -> impl Strategy<Value = Trace> {
@@ -332,6 +367,9 @@ mod tests {
             (0..2i32, 0..4i64).prop_map(|(p, o)| Op::Poll(p, o)),
             (0..2i32, 0..5i64).prop_map(|(p, o)| Op::Commit(p, o)),
             (1..4u64).prop_map(Op::Idle),
+            Just(Op::Exit),
+            Just(Op::CallStart),
+            Just(Op::CallEnd),
         ];
         proptest::collection::vec((1..=2u32, op), 0..16).prop_map(|ops| {
             let mut t = trace(2, 4);
@@ -342,6 +380,17 @@ mod tests {
                     Op::Assign(p) => rebalanced(RebalancePhase::Assign, &[p]),
                     Op::Revoke(p) => rebalanced(RebalancePhase::Revoke, &[p]),
                     Op::Poll(p, o) => EventKind::Polled { msg: msg(&t, p, o) },
+                    Op::Exit => EventKind::Exited {
+                        exit: crate::trace::Exit::Returned,
+                    },
+                    Op::CallStart => EventKind::ClientCallStarted {
+                        call: "commit_transaction".into(),
+                    },
+                    Op::CallEnd => EventKind::ClientCallEnded {
+                        call: "commit_transaction".into(),
+                        ms: 1,
+                        error: None,
+                    },
                     Op::Commit(p, o) => {
                         let offsets = vec![PartitionOffset {
                             partition: p,
@@ -380,14 +429,24 @@ mod tests {
         fn wedged_agrees_with_scanning_every_earlier_event(t in synthetic()) {
             // For every idle stop: replay the worker's assigns and revokes before it; for each
             // partition it then owned (in order), its position is the highest of one past its
-            // polls and the last broker read; records past the position are waiting.
+            // polls and the last broker read; records past the position are waiting. A worker
+            // that had returned before it was stopped is not judged, nor one inside a client
+            // call (more starts than ends before the stop, an end without a start counting
+            // for nothing).
             let ev = &t.events;
             let mut want = vec![];
             for (i, e) in ev.iter().enumerate() {
                 let EventKind::IdleStopped { worker, .. } = e.kind else { continue };
                 let before = &ev[..i];
                 let mine: Vec<&Event> = before.iter().filter(|x| x.inc == worker).collect();
-                if !mine.iter().any(|x| matches!(x.kind, EventKind::Rebalanced { .. })) {
+                if !mine.iter().any(|x| matches!(x.kind, EventKind::Rebalanced { .. }))
+                    || mine.iter().any(|x| matches!(x.kind, EventKind::Exited { .. }))
+                    || mine.iter().fold(0usize, |open, x| match x.kind {
+                        EventKind::ClientCallStarted { .. } => open + 1,
+                        EventKind::ClientCallEnded { .. } => open.saturating_sub(1),
+                        _ => open,
+                    }) > 0
+                {
                     continue;
                 }
                 let mut waiting = 0;

@@ -438,6 +438,22 @@ fn swimlanes(trace: &Trace, partition: i32, violating: &BTreeSet<u64>) -> String
                 format!("{} continued (SIGCONT) after {paused_ms} ms", who(inc)),
                 Some("▶".into()),
             ),
+            EventKind::ClientCallEnded { call, ms, error } if *ms >= 1000 => mark(
+                at,
+                inc,
+                "pause",
+                None,
+                format!(
+                    "{}: `{call}` blocked {:.1} s{}",
+                    who(inc),
+                    *ms as f64 / 1000.0,
+                    error
+                        .as_ref()
+                        .map(|e| format!(" and failed: {e}"))
+                        .unwrap_or_default()
+                ),
+                Some("⌛".into()),
+            ),
             EventKind::RebalanceRequested { point, hit } => mark(
                 at,
                 inc,

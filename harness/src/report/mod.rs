@@ -291,6 +291,20 @@ pub fn timeline(trace: &Trace) -> String {
                 EventKind::Resumed { paused_ms } => {
                     push(e.inc, format!("▶ continued after {paused_ms} ms"), None)
                 }
+                // A call that held the worker for a second or more explains a slow or quiet
+                // stretch; short ones are noise.
+                EventKind::ClientCallEnded { call, ms, error } if *ms >= 1000 => push(
+                    e.inc,
+                    format!(
+                        "⌛ `{call}` blocked {:.1} s{}",
+                        *ms as f64 / 1000.0,
+                        error
+                            .as_ref()
+                            .map(|e| format!(" ({e})"))
+                            .unwrap_or_default()
+                    ),
+                    None,
+                ),
                 EventKind::CrashedAfter { after, point, hit } => push(
                     e.inc,
                     format!("✗ crashed at `{point}` #{hit} after `{after}`"),

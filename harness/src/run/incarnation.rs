@@ -52,6 +52,12 @@ struct Progress {
     rebalance_requests: usize,
     /// `pause-at` points reached.
     pauses: usize,
+    /// The worker function has returned (its `exited` event is written): the process is
+    /// only closing its clients now, which may block on a broker it cannot reach.
+    returned: bool,
+    /// The worker is inside a blocking client call (started, not yet ended): waiting on the
+    /// cluster, not idle.
+    in_client_call: bool,
 }
 
 impl Running {
@@ -69,6 +75,9 @@ impl Running {
             effects: text.matches(marker).count() as u32,
             rebalance_requests: text.matches("\"event\":\"rebalance-requested\"").count(),
             pauses: text.matches("\"event\":\"paused\"").count(),
+            returned: text.contains("\"event\":\"exited\""),
+            in_client_call: text.matches("\"event\":\"client-call-started\"").count()
+                > text.matches("\"event\":\"client-call-ended\"").count(),
         }
     }
 }
@@ -400,6 +409,13 @@ impl Case<'_> {
                 break;
             }
             let progress = primary.progress(output);
+            // A worker whose function has returned is not consuming any more, so it is neither
+            // idle nor wedged while it closes its clients (a transactional producer's close can
+            // wait on a coordinator that just failed over): it is stopped like an ended one —
+            // waited for up to the stop grace, then killed.
+            if progress.returned {
+                break;
+            }
             let elapsed = primary.process.started.elapsed();
             let mut kill = None;
             for (i, f) in faults.iter().enumerate() {
@@ -507,6 +523,11 @@ impl Case<'_> {
                 // Neither a drained group nor an idle worker ends the incarnation while the
                 // worker is stopped, or while a broker is down or just back: what it does
                 // when it wakes, or when its client has recovered, is the point.
+                last_change = Instant::now();
+            }
+            if progress.in_client_call {
+                // Waiting for the cluster's answer inside a blocking call is not idleness;
+                // the incarnation's deadline still bounds it.
                 last_change = Instant::now();
             }
             // No broker reads while a broker is down: they would wait on it, and hold up its

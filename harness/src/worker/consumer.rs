@@ -301,7 +301,7 @@ fn commit_tpl(
             recorder.crash_point(points::BEFORE_COMMIT);
             let requested_at_us = recorder.now_us();
             *ctx.sync_in_flight.lock().unwrap_or_else(|p| p.into_inner()) = true;
-            let result = base.commit(tpl, CommitMode::Sync);
+            let result = recorder.client_call("commit", || base.commit(tpl, CommitMode::Sync));
             *ctx.sync_in_flight.lock().unwrap_or_else(|p| p.into_inner()) = false;
             result?;
             let offsets = offsets_of(tpl);

@@ -37,7 +37,7 @@ impl TransactionalProducer {
         output_topic: &str,
     ) -> KafkaResult<Self> {
         let inner: BaseProducer = config.create()?;
-        inner.init_transactions(TXN_TIMEOUT)?;
+        recorder.client_call("init_transactions", || inner.init_transactions(TXN_TIMEOUT))?;
         Ok(TransactionalProducer {
             inner,
             recorder,
@@ -83,8 +83,11 @@ impl TransactionalProducer {
                 "the consumer has no group metadata yet".into(),
             )
         })?;
-        self.inner
-            .send_offsets_to_transaction(&position, &metadata, TXN_TIMEOUT)?;
+        let inner = &self.inner;
+        self.recorder
+            .client_call("send_offsets_to_transaction", || {
+                inner.send_offsets_to_transaction(&position, &metadata, TXN_TIMEOUT)
+            })?;
         self.pending_offsets = offsets_of(&position);
         Ok(())
     }
@@ -93,7 +96,10 @@ impl TransactionalProducer {
     pub fn commit(&mut self) -> KafkaResult<()> {
         self.recorder.crash_point(points::BEFORE_COMMIT_TRANSACTION);
         let requested_at_us = self.recorder.now_us();
-        self.inner.commit_transaction(TXN_TIMEOUT)?;
+        let inner = &self.inner;
+        self.recorder.client_call("commit_transaction", || {
+            inner.commit_transaction(TXN_TIMEOUT)
+        })?;
         let offsets = std::mem::take(&mut self.pending_offsets);
         if !offsets.is_empty() {
             self.recorder.record(EventKind::Committed {
@@ -112,17 +118,20 @@ impl TransactionalProducer {
     /// that timed out may be called again), up to the usual 10 s.
     pub fn abort(&mut self) -> KafkaResult<()> {
         self.pending_offsets.clear();
-        let deadline = std::time::Instant::now() + TXN_TIMEOUT;
-        loop {
-            match self.inner.abort_transaction(Duration::from_millis(200)) {
-                Err(rdkafka::error::KafkaError::Transaction(e))
-                    if e.is_retriable() && std::time::Instant::now() < deadline =>
-                {
-                    self.inner.poll(Duration::from_millis(50));
+        let inner = &self.inner;
+        self.recorder.client_call("abort_transaction", || {
+            let deadline = std::time::Instant::now() + TXN_TIMEOUT;
+            loop {
+                match inner.abort_transaction(Duration::from_millis(200)) {
+                    Err(rdkafka::error::KafkaError::Transaction(e))
+                        if e.is_retriable() && std::time::Instant::now() < deadline =>
+                    {
+                        inner.poll(Duration::from_millis(50));
+                    }
+                    other => return other,
                 }
-                other => return other,
             }
-        }
+        })
     }
 
     /// The underlying rdkafka producer.

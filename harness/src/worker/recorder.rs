@@ -211,6 +211,24 @@ impl Recorder {
         }
     }
 
+    /// Run a client call that blocks on the cluster, recorded as started and ended: the
+    /// harness does not call a worker idle while it waits inside one.
+    pub(crate) fn client_call<T, E: std::fmt::Display>(
+        &self,
+        call: &str,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.record(EventKind::ClientCallStarted { call: call.into() });
+        let started = std::time::Instant::now();
+        let result = f();
+        self.record(EventKind::ClientCallEnded {
+            call: call.into(),
+            ms: started.elapsed().as_millis() as u64,
+            error: result.as_ref().err().map(|e| e.to_string()),
+        });
+        result
+    }
+
     /// Count a hit of `point`; if the schedule says this hit crashes, die now by SIGKILL.
     pub(crate) fn crash_point(&self, point: &str) {
         let hit = {
