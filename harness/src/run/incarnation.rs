@@ -696,7 +696,17 @@ impl Case<'_> {
                 if lag.iter().all(|(_, l)| *l == 0) {
                     break;
                 }
-                let now = (w.progress(output).len, self.seen.clone());
+                let progress = w.progress(output);
+                // As in an incarnation: a worker that returned is closing, not idle; one inside
+                // a blocking client call is waiting on the cluster (the drain starts right
+                // after a broker fault is undone, when coordinators fail over).
+                if progress.returned {
+                    break;
+                }
+                if progress.in_client_call {
+                    last_change = Instant::now();
+                }
+                let now = (progress.len, self.seen.clone());
                 if now != last {
                     last = now;
                     last_change = Instant::now();

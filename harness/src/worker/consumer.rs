@@ -6,6 +6,7 @@
 //! taken away) and `assign` (after partitions are given).
 
 use std::collections::VecDeque;
+use std::mem::ManuallyDrop;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -170,7 +171,8 @@ impl ConsumerContext for HarnessContext {
 ///
 /// Use it like an rdkafka `BaseConsumer`; reach the raw one with [`Consumer::inner`].
 pub struct Consumer {
-    inner: BaseConsumer<HarnessContext>,
+    /// Dropped by hand in `Drop`, inside a recorded client call: closing can block.
+    inner: ManuallyDrop<BaseConsumer<HarnessContext>>,
     recorder: Arc<Recorder>,
     topic: String,
 }
@@ -194,7 +196,7 @@ impl Consumer {
         let inner: BaseConsumer<HarnessContext> = config.create_with_context(context)?;
         inner.subscribe(&[topic])?;
         Ok(Consumer {
-            inner,
+            inner: ManuallyDrop::new(inner),
             recorder,
             topic: topic.to_string(),
         })
@@ -289,6 +291,20 @@ impl Consumer {
 }
 
 /// Commit with crash points around it and a `Committed` event once it succeeded.
+/// Closing a consumer (leave the group, the revoke callback, a final auto-commit) waits on the
+/// group coordinator: recorded as a client call, so a close that blocks after a fault is not
+/// mistaken for an idle worker.
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let recorder = self.recorder.clone();
+        recorder.client_call("close", || {
+            // SAFETY: `inner` is dropped exactly once, here, and never used again.
+            unsafe { ManuallyDrop::drop(&mut self.inner) };
+            Ok::<(), std::convert::Infallible>(())
+        });
+    }
+}
+
 fn commit_tpl(
     base: &BaseConsumer<HarnessContext>,
     tpl: &TopicPartitionList,

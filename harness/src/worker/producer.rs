@@ -5,6 +5,7 @@
 //! Crash points: `before-commit-transaction` (offsets already sent to the transaction) and
 //! `after-commit-transaction`.
 
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,8 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A transactional producer writing to the case's output topic.
 pub struct TransactionalProducer {
-    inner: BaseProducer,
+    /// Dropped by hand in `Drop`, inside a recorded client call: closing can block.
+    inner: ManuallyDrop<BaseProducer>,
     recorder: Arc<Recorder>,
     output_topic: String,
     pending_offsets: Vec<PartitionOffset>,
@@ -39,7 +41,7 @@ impl TransactionalProducer {
         let inner: BaseProducer = config.create()?;
         recorder.client_call("init_transactions", || inner.init_transactions(TXN_TIMEOUT))?;
         Ok(TransactionalProducer {
-            inner,
+            inner: ManuallyDrop::new(inner),
             recorder,
             output_topic: output_topic.to_string(),
             pending_offsets: Vec::new(),
@@ -137,5 +139,18 @@ impl TransactionalProducer {
     /// The underlying rdkafka producer.
     pub fn inner(&self) -> &BaseProducer {
         &self.inner
+    }
+}
+
+/// Closing the producer (purge, a short flush, destroy) can wait on brokers: recorded as a
+/// client call, like the consumer's close.
+impl Drop for TransactionalProducer {
+    fn drop(&mut self) {
+        let recorder = self.recorder.clone();
+        recorder.client_call("close", || {
+            // SAFETY: `inner` is dropped exactly once, here, and never used again.
+            unsafe { ManuallyDrop::drop(&mut self.inner) };
+            Ok::<(), std::convert::Infallible>(())
+        });
     }
 }
