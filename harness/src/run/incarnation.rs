@@ -46,7 +46,9 @@ pub(super) struct Running {
 struct Progress {
     /// Bytes written (any change means the worker did something).
     len: usize,
-    /// Effects applied: sink writes, or polled records for transactional output.
+    /// Effects applied: sink writes, or polled records for output to a topic (for a consumer
+    /// with its own producer, which leaves no markers, the incarnation counts the records
+    /// that reached the output topic instead).
     effects: u32,
     /// `rebalance-at` points reached.
     rebalance_requests: usize,
@@ -388,6 +390,7 @@ impl Case<'_> {
         let mut primary = self.spawn(true, faults)?;
         let mut peer: Option<Running> = None;
         let mut fired = vec![false; faults.len()];
+        let mut released = vec![false; faults.len()];
         let deadline = Instant::now() + self.runner.timing.incarnation;
         let mut last_read = Instant::now();
         let mut last_change = Instant::now();
@@ -402,13 +405,20 @@ impl Case<'_> {
         let mut woke: Option<Instant> = None;
         let mut primary_done = false;
         let output = self.output_topic();
+        let output_base = if output { self.output_records()? } else { 0 };
+        let mut output_effects = 0;
         loop {
             if let Some(exit) = primary.process.try_exit()? {
                 self.ended(&primary, exit);
                 primary_done = true;
                 break;
             }
-            let progress = primary.progress(output);
+            let mut progress = primary.progress(output);
+            if progress.effects == 0 {
+                // A consumer that writes its output with its own producer leaves no markers:
+                // its effects are the records that reached the output topic.
+                progress.effects = output_effects;
+            }
             // A worker whose function has returned is not consuming any more, so it is neither
             // idle nor wedged while it closes its clients (a transactional producer's close can
             // wait on a coordinator that just failed over): it is stopped like an ended one —
@@ -476,6 +486,20 @@ impl Case<'_> {
                     _ => {}
                 }
             }
+            // A worker waits at the effect where a broker or network fault is due until the
+            // fault is in place; a fault that must wait for another to end fires later, but
+            // the worker is released all the same.
+            for (i, f) in faults.iter().enumerate() {
+                match f.held_at_effect() {
+                    Some(n) if !released[i] && progress.effects >= n => {
+                        released[i] = true;
+                        let go = crate::worker::effect_go_path_of(&primary.stop_path, n);
+                        std::fs::write(&go, b"go")
+                            .map_err(|e| Error::io("releasing the worker", &go, e))?;
+                    }
+                    _ => {}
+                }
+            }
             if let Some(reason) = kill {
                 let exit = primary.process.kill()?;
                 self.record(primary.inc, EventKind::Killed { reason });
@@ -534,6 +558,9 @@ impl Case<'_> {
             // return.
             if last_read.elapsed() >= self.runner.timing.observe && !self.broker_out() {
                 last_read = Instant::now();
+                if output {
+                    output_effects = (self.output_records()? - output_base).max(0) as u32;
+                }
                 // A drained group ends the incarnation — but not right after the worker woke or
                 // a broker or link came back: a zombie still holds polled records and refused
                 // commits, and what it does with them (writes, retried commits) is what the
@@ -592,6 +619,20 @@ impl Case<'_> {
         }
         self.read_after_incarnation()?;
         Ok(())
+    }
+
+    /// Records in the output topic, transactional ones not yet committed included (the sum
+    /// of its high watermarks; a transaction's commit marker takes an offset too).
+    fn output_records(&self) -> Result<i64> {
+        let topic = format!("{}.out", self.topic);
+        (0..self.schedule.workload.partitions)
+            .map(|p| {
+                self.probe
+                    .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                    .map(|(_, high)| high)
+                    .map_err(|e| Error::kafka("reading the output topic's high watermarks", e))
+            })
+            .sum()
     }
 
     /// The committed offsets once an incarnation ended: a change since the last read is a

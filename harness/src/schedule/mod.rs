@@ -207,7 +207,9 @@ pub enum Fault {
     /// has a role for this case when the fault fires (the leader of an input partition, or
     /// the group's coordinator) is killed, kept down, or frozen (containers and local
     /// backends). The client sees what it sees in production: connections dropped or hung,
-    /// leadership or coordination moving to another broker on a 3-broker cluster.
+    /// leadership or coordination moving to another broker on a 3-broker cluster. The worker
+    /// waits at that effect (after its write, before its commit) until the broker is down or
+    /// frozen, so the fault lands at the same place on every replay.
     Broker {
         /// Which broker.
         target: BrokerTarget,
@@ -220,7 +222,8 @@ pub enum Fault {
     /// between the worker and the broker with a role (or every broker) are cut or slowed for
     /// a while, then healed. The brokers stay up and keep serving everyone else — the
     /// harness's own reads, the other group member, each other (containers and local
-    /// backends: the worker connects through a harness proxy per broker).
+    /// backends: the worker connects through a harness proxy per broker). As with
+    /// [`Fault::Broker`], the worker waits at that effect until the links are cut or slowed.
     Network {
         /// Which links.
         target: LinkTarget,
@@ -284,6 +287,20 @@ impl Fault {
                     .collect()
             }
             _ => Vec::new(),
+        }
+    }
+
+    /// The effect count at which the worker waits for this fault to be put in place: broker
+    /// and network faults, which the orchestrator fires. Without the wait the fault would land
+    /// wherever the worker has got to by the time the orchestrator notices the effect and
+    /// finds the broker with the role — on loopback that can be the end of a partition, and
+    /// a schedule that caught a bug once would not catch it again.
+    pub fn held_at_effect(&self) -> Option<u32> {
+        match self {
+            Fault::Broker { after_effects, .. } | Fault::Network { after_effects, .. } => {
+                Some(*after_effects)
+            }
+            _ => None,
         }
     }
 

@@ -271,6 +271,9 @@ where
         &spec.faults,
         &spec.stop_path,
     ) {
+        Ok(r) if sink.semantics() == crate::trace::SinkSemantics::OutputTopic => {
+            Arc::new(r.count_effects_at(super::consumer::points::AFTER_POLL))
+        }
         Ok(r) => Arc::new(r),
         Err(e) => {
             eprintln!("kafka-harness worker: {e}");

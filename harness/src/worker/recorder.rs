@@ -19,6 +19,10 @@ use crate::trace::{monotonic_us, Event, EventKind, Incarnation};
 
 /// How long a worker waits at a `rebalance-at` point for the orchestrator's go.
 const REBALANCE_WAIT: Duration = Duration::from_secs(20);
+/// How long a worker waits at an effect for the orchestrator to put a broker or network fault
+/// in place (finding the broker with a role is one metadata read; a frozen or killed broker
+/// is one `docker` call).
+const FAULT_WAIT: Duration = Duration::from_secs(20);
 
 /// An outage as the schedule describes it.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +72,13 @@ pub(crate) struct Recorder {
     outage_started: Mutex<Vec<Option<Instant>>>,
     stop_path: PathBuf,
     go_path: PathBuf,
+    /// The point that counts effects (`after-sink-write`, or `after-poll` for output to a
+    /// topic) and the effect counts at which the orchestrator fires a broker or network fault:
+    /// the worker waits there until the fault is in place, so the fault lands at that effect
+    /// (after the write, before the commit) and not wherever the worker has got to by the
+    /// time the orchestrator notices.
+    effect_point: String,
+    effect_holds: Vec<u32>,
     /// The `session.timeout.ms` of the consumer the harness built for this worker (0: not
     /// known — a consumer the worker built itself from `consumer_config`).
     session_timeout_ms: AtomicU64,
@@ -150,6 +161,7 @@ impl Recorder {
                 _ => None,
             })
             .collect();
+        let effect_holds = faults.iter().filter_map(Fault::held_at_effect).collect();
         Ok(Recorder {
             file: Mutex::new(file),
             epoch_us,
@@ -164,8 +176,17 @@ impl Recorder {
             outages,
             stop_path: stop_path.to_path_buf(),
             go_path: go_path_of(stop_path),
+            effect_point: super::consumer::points::AFTER_SINK_WRITE.to_string(),
+            effect_holds,
             session_timeout_ms: AtomicU64::new(0),
         })
+    }
+
+    /// Count effects at `point` instead of `after-sink-write` (a worker whose output is a
+    /// topic: its effects are its polls, as the orchestrator counts them).
+    pub(crate) fn count_effects_at(mut self, point: &str) -> Self {
+        self.effect_point = point.to_string();
+        self
     }
 
     /// Note the session timeout of the consumer the harness built (its pauses say it).
@@ -247,6 +268,9 @@ impl Recorder {
         self.relative_hit(point);
         if self.rebalances.iter().any(|(p, h)| p == point && *h == hit) {
             self.wait_for_rebalance(point, hit);
+        }
+        if point == self.effect_point && self.effect_holds.contains(&hit) {
+            self.wait_for_fault(hit);
         }
         if let Some((_, _, millis)) = self.pauses.iter().find(|(p, h, _)| p == point && *h == hit) {
             self.record(EventKind::Paused {
@@ -333,6 +357,22 @@ impl Recorder {
         let _ = std::fs::remove_file(&self.go_path);
     }
 
+    /// Wait at effect `effects` until the orchestrator has put the faults due there in place
+    /// (it creates the effect's go file). Bounded like the rebalance wait.
+    fn wait_for_fault(&self, effects: u32) {
+        let go = effect_go_path_of(&self.stop_path, effects);
+        let started = Instant::now();
+        while !go.exists() && !self.stop_requested() {
+            if started.elapsed() > FAULT_WAIT {
+                eprintln!(
+                    "kafka-harness worker: no fault at effect {effects} within {FAULT_WAIT:?}; going on"
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Whether sink write `write` (1-based, this incarnation) fails, and how: it does while
     /// an outage the schedule describes lasts (k writes from its first, or t ms from it).
     pub(crate) fn sink_failure(&self, write: u32) -> Option<SinkFailure> {
@@ -369,6 +409,14 @@ impl Recorder {
 pub(crate) fn go_path_of(stop_path: &Path) -> PathBuf {
     let mut name = stop_path.file_name().unwrap_or_default().to_os_string();
     name.push(".go");
+    stop_path.with_file_name(name)
+}
+
+/// The file the orchestrator creates once the faults due at effect `effects` are in place,
+/// releasing a worker that waits there.
+pub(crate) fn effect_go_path_of(stop_path: &Path, effects: u32) -> PathBuf {
+    let mut name = stop_path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".effect-{effects}.go"));
     stop_path.with_file_name(name)
 }
 
@@ -456,6 +504,42 @@ mod tests {
         assert_eq!(r.sink_failure(4), Some(SinkFailure::Permanent));
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(r.sink_failure(5), None);
+    }
+
+    /// A network fault after 2 effects: the worker waits at its 2nd `after-sink-write` (not
+    /// its 1st, not at other points) until the orchestrator's go for that effect exists.
+    #[test]
+    fn a_worker_waits_at_the_effect_where_a_cluster_fault_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = std::sync::Arc::new(recorder(
+            dir.path(),
+            &[Fault::Network {
+                target: crate::schedule::LinkTarget::All,
+                action: crate::schedule::LinkAction::Cut { millis: 100 },
+                after_effects: 2,
+            }],
+        ));
+        r.crash_point("after-sink-write");
+        r.crash_point("before-commit");
+        let worker = {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                r.crash_point("after-sink-write");
+                r.crash_point("before-commit");
+            })
+        };
+        std::thread::sleep(Duration::from_millis(150));
+        let hits = |dir: &Path| {
+            events(dir)
+                .into_iter()
+                .filter(|k| matches!(k, EventKind::CrashPointHit { .. }))
+                .count()
+        };
+        assert_eq!(hits(dir.path()), 3, "the worker went past the effect");
+        assert!(!worker.is_finished());
+        std::fs::write(effect_go_path_of(&dir.path().join("stop"), 2), b"go").unwrap();
+        worker.join().unwrap();
+        assert_eq!(hits(dir.path()), 4);
     }
 
     /// "The 2nd hit of any point after the revoke": the anchor's own hit does not count, hits
