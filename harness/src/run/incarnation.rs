@@ -60,6 +60,9 @@ struct Progress {
     /// The worker is inside a blocking client call (started, not yet ended): waiting on the
     /// cluster, not idle.
     in_client_call: bool,
+    /// An instrumented client has spoken (a rebalance, a client call, an effect marker): the
+    /// markers count this worker's effects.
+    instrumented: bool,
 }
 
 impl Running {
@@ -67,20 +70,31 @@ impl Running {
         let Ok(text) = std::fs::read_to_string(&self.trace_path) else {
             return Progress::default();
         };
-        let marker = if output_topic {
-            "\"point\":\"after-poll\""
-        } else {
-            "\"point\":\"after-sink-write\""
-        };
-        Progress {
-            len: text.len(),
-            effects: text.matches(marker).count() as u32,
-            rebalance_requests: text.matches("\"event\":\"rebalance-requested\"").count(),
-            pauses: text.matches("\"event\":\"paused\"").count(),
-            returned: text.contains("\"event\":\"exited\""),
-            in_client_call: text.matches("\"event\":\"client-call-started\"").count()
-                > text.matches("\"event\":\"client-call-ended\"").count(),
-        }
+        progress_of(&text, output_topic)
+    }
+}
+
+/// What a worker's trace text says so far.
+fn progress_of(text: &str, output_topic: bool) -> Progress {
+    // Hits only, as the worker counts them: a crash, a pause or a rebalance request at the
+    // same point names it too.
+    let marker = if output_topic {
+        "\"event\":\"crash-point-hit\",\"point\":\"after-poll\""
+    } else {
+        "\"event\":\"crash-point-hit\",\"point\":\"after-sink-write\""
+    };
+    let effects = text.matches(marker).count() as u32;
+    Progress {
+        len: text.len(),
+        effects,
+        instrumented: effects > 0
+            || text.contains("\"event\":\"rebalanced\"")
+            || text.contains("\"event\":\"client-call-started\""),
+        rebalance_requests: text.matches("\"event\":\"rebalance-requested\"").count(),
+        pauses: text.matches("\"event\":\"paused\"").count(),
+        returned: text.contains("\"event\":\"exited\""),
+        in_client_call: text.matches("\"event\":\"client-call-started\"").count()
+            > text.matches("\"event\":\"client-call-ended\"").count(),
     }
 }
 
@@ -387,6 +401,15 @@ impl Case<'_> {
     /// One incarnation with its faults. It ends when the worker dies, when lag reaches 0, when
     /// the worker sits idle with lag left (then it is asked to stop), or at the deadline.
     pub(super) fn incarnation(&mut self, faults: &[Fault]) -> Result<()> {
+        let output = self.output_topic();
+        // Where the output topic stands before this worker starts (`None`: it could not be
+        // read — the output-topic count stays off for this incarnation).
+        let output_base = if output {
+            self.output_records(Duration::from_secs(5))
+        } else {
+            None
+        };
+        let mut output_effects = 0;
         let mut primary = self.spawn(true, faults)?;
         let mut peer: Option<Running> = None;
         let mut fired = vec![false; faults.len()];
@@ -404,15 +427,6 @@ impl Case<'_> {
         // When the worker was last continued after a pause.
         let mut woke: Option<Instant> = None;
         let mut primary_done = false;
-        let output = self.output_topic();
-        // Where the output topic stands before this worker starts (`None`: it could not be
-        // read — the output-topic count stays off for this incarnation).
-        let output_base = if output {
-            self.output_records(Duration::from_secs(5))
-        } else {
-            None
-        };
-        let mut output_effects = 0;
         loop {
             if let Some(exit) = primary.process.try_exit()? {
                 self.ended(&primary, exit);
@@ -420,8 +434,8 @@ impl Case<'_> {
                 break;
             }
             let mut progress = primary.progress(output);
-            if progress.effects == 0 {
-                // A consumer that writes its output with its own producer leaves no markers:
+            if !progress.instrumented {
+                // A consumer that writes its output with its own clients leaves no markers:
                 // its effects are the records that reached the output topic.
                 progress.effects = output_effects;
             }
@@ -782,6 +796,59 @@ impl Case<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn trace_text(kinds: Vec<EventKind>) -> String {
+        kinds
+            .into_iter()
+            .map(|kind| serde_json::to_string(&event(kind)).unwrap() + "\n")
+            .collect()
+    }
+
+    fn hit(point: &str, hit: u32) -> EventKind {
+        EventKind::CrashPointHit {
+            point: point.into(),
+            hit,
+        }
+    }
+
+    /// The orchestrator counts effects as the worker does (hits of the effect point only),
+    /// so a fault held at an effect is released at that effect.
+    #[test]
+    fn effects_are_the_hits_of_the_effect_point_only() {
+        let text = trace_text(vec![
+            hit("after-sink-write", 1),
+            EventKind::Paused {
+                point: "after-sink-write".into(),
+                hit: 1,
+                millis: 100,
+                after: None,
+                session_timeout_ms: None,
+            },
+            EventKind::RebalanceRequested {
+                point: "after-sink-write".into(),
+                hit: 1,
+            },
+            hit("before-commit", 1),
+            hit("after-sink-write", 2),
+        ]);
+        let p = progress_of(&text, false);
+        assert_eq!(p.effects, 2);
+        assert!(p.instrumented);
+        assert_eq!(progress_of(&text, true).effects, 0);
+    }
+
+    /// A consumer with its own clients, seen only through its own crash points, is not
+    /// instrumented: its effects are counted from the output topic.
+    #[test]
+    fn a_worker_seen_only_through_its_own_points_is_not_instrumented() {
+        let byo = trace_text(vec![hit("order-accepted", 1)]);
+        assert!(!progress_of(&byo, true).instrumented);
+        let txn = trace_text(vec![EventKind::ClientCallStarted {
+            call: "init_transactions".into(),
+        }]);
+        let p = progress_of(&txn, true);
+        assert!(p.instrumented && p.in_client_call);
+    }
 
     fn event(kind: EventKind) -> Event {
         Event {

@@ -208,8 +208,11 @@ pub enum Fault {
     /// the group's coordinator) is killed, kept down, or frozen (containers and local
     /// backends). The client sees what it sees in production: connections dropped or hung,
     /// leadership or coordination moving to another broker on a 3-broker cluster. The worker
-    /// waits at that effect (after its write, before its commit) until the broker is down or
-    /// frozen, so the fault lands at the same place on every replay.
+    /// waits at that effect (after its sink write, before its commit; for output to a topic,
+    /// inside the poll that returns that record, before it is processed) until the broker is
+    /// down or frozen, so the fault lands at the same place on every replay — unless the
+    /// orchestrator is itself held up past the worker's 20 s bound, or the fault must wait for
+    /// an earlier broker or network fault to end (then it fires black-box, later).
     Broker {
         /// Which broker.
         target: BrokerTarget,

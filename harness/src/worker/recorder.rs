@@ -75,8 +75,8 @@ pub(crate) struct Recorder {
     /// The point that counts effects (`after-sink-write`, or `after-poll` for output to a
     /// topic) and the effect counts at which the orchestrator fires a broker or network fault:
     /// the worker waits there until the fault is in place, so the fault lands at that effect
-    /// (after the write, before the commit) and not wherever the worker has got to by the
-    /// time the orchestrator notices.
+    /// (after the write, before the commit; for `after-poll`, before the record is processed)
+    /// and not wherever the worker has got to by the time the orchestrator notices.
     effect_point: String,
     effect_holds: Vec<u32>,
     /// The `session.timeout.ms` of the consumer the harness built for this worker (0: not
