@@ -578,13 +578,13 @@ impl Case<'_> {
             // return.
             if last_read.elapsed() >= self.runner.timing.observe && !self.broker_out() {
                 last_read = Instant::now();
-                // A progress signal, not a judgement: a read that fails (a leader moving, a
-                // broker just back) keeps the last count, and waits at most 1 s.
-                if let (Some(base), Some(now)) = (
-                    output_base,
-                    output_base.and_then(|_| self.output_records(Duration::from_secs(1))),
-                ) {
-                    output_effects = (now - base).max(0) as u32;
+                // Only for a worker no instrumented client speaks for. A progress signal,
+                // not a judgement: a read that fails (a leader moving, a broker just back)
+                // keeps the last count, and waits at most 1 s.
+                if let Some(base) = output_base.filter(|_| !progress.instrumented) {
+                    if let Some(now) = self.output_records(Duration::from_secs(1)) {
+                        output_effects = (now - base).max(0) as u32;
+                    }
                 }
                 // A drained group ends the incarnation — but not right after the worker woke or
                 // a broker or link came back: a zombie still holds polled records and refused
