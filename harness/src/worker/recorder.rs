@@ -346,31 +346,30 @@ impl Recorder {
             point: point.to_string(),
             hit,
         });
-        let started = Instant::now();
-        while !self.go_path.exists() && !self.stop_requested() {
-            if started.elapsed() > REBALANCE_WAIT {
-                eprintln!("kafka-harness worker: no rebalance within {REBALANCE_WAIT:?}; going on");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        if self.wait_for_go(&self.go_path, REBALANCE_WAIT, "rebalance") {
+            let _ = std::fs::remove_file(&self.go_path);
         }
-        let _ = std::fs::remove_file(&self.go_path);
+    }
+
+    /// Wait until the orchestrator creates `go` (true), or the worker is asked to stop (true),
+    /// or `bound` passes (false: said on stderr, and the worker goes on).
+    fn wait_for_go(&self, go: &Path, bound: Duration, what: &str) -> bool {
+        let started = Instant::now();
+        while !go.exists() && !self.stop_requested() {
+            if started.elapsed() > bound {
+                eprintln!("kafka-harness worker: no {what} within {bound:?}; going on");
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
     }
 
     /// Wait at effect `effects` until the orchestrator has put the faults due there in place
     /// (it creates the effect's go file). Bounded like the rebalance wait.
     fn wait_for_fault(&self, effects: u32) {
         let go = effect_go_path_of(&self.stop_path, effects);
-        let started = Instant::now();
-        while !go.exists() && !self.stop_requested() {
-            if started.elapsed() > FAULT_WAIT {
-                eprintln!(
-                    "kafka-harness worker: no fault at effect {effects} within {FAULT_WAIT:?}; going on"
-                );
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        self.wait_for_go(&go, FAULT_WAIT, &format!("fault at effect {effects}"));
     }
 
     /// Whether sink write `write` (1-based, this incarnation) fails, and how: it does while
@@ -407,17 +406,20 @@ impl Recorder {
 
 /// The file the orchestrator creates to release a worker waiting at a `rebalance-at` point.
 pub(crate) fn go_path_of(stop_path: &Path) -> PathBuf {
+    beside(stop_path, ".go")
+}
+
+/// `stop_path` with `suffix` appended to its file name.
+fn beside(stop_path: &Path, suffix: &str) -> PathBuf {
     let mut name = stop_path.file_name().unwrap_or_default().to_os_string();
-    name.push(".go");
+    name.push(suffix);
     stop_path.with_file_name(name)
 }
 
 /// The file the orchestrator creates once the faults due at effect `effects` are in place,
 /// releasing a worker that waits there.
 pub(crate) fn effect_go_path_of(stop_path: &Path, effects: u32) -> PathBuf {
-    let mut name = stop_path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".effect-{effects}.go"));
-    stop_path.with_file_name(name)
+    beside(stop_path, &format!(".effect-{effects}.go"))
 }
 
 /// A real pause: SIGSTOP to ourselves, every thread (librdkafka's too: no heartbeats). The
