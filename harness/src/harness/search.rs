@@ -264,12 +264,7 @@ impl Harness {
     ) -> Vec<Result<(CaseResult, tempfile::TempDir)>> {
         let alone = |s: &Schedule| {
             s.faults.iter().any(|f| {
-                matches!(
-                    f,
-                    crate::Fault::BrokerRestart { .. }
-                        | crate::Fault::Broker { .. }
-                        | crate::Fault::Network { .. }
-                )
+                matches!(f, crate::Fault::BrokerRestart { .. }) || f.cluster_fault().is_some()
             })
         };
         let width = if jobs.iter().any(|(s, _)| alone(s)) {

@@ -94,14 +94,22 @@ impl Report {
                     | crate::Fault::RebalanceAt { .. }
                     | crate::Fault::RebalanceAfter { .. }
                     | crate::Fault::BrokerRestart { .. }
-                    | crate::Fault::Broker { .. }
             )
         });
+        let cluster = self
+            .schedule
+            .faults
+            .iter()
+            .any(|f| f.cluster_fault().is_some());
         let mut s = format!(
             "TIMING-DEPENDENT: this schedule failed in {} of {} re-runs. The failure is real (the trace below shows it) but depends on timing the schedule does not pin down",
             self.reproduced, self.confirm_runs
         );
-        if orchestrated {
+        if cluster && !orchestrated {
+            s.push_str(
+                ": the broker or network fault is put in place at the schedule's point (the worker waits there), but when the client notices it, how long its requests time out and when the group evicts it are timing. To make it likelier: trigger it at a later point inside the window that matters (`broker-at`/`network-at` a crash point of yours), lengthen it, or replay it several times (`KAFKA_HARNESS_CONFIRM_RUNS`).",
+            );
+        } else if orchestrated {
             s.push_str(
                 ": the harness's kill/rebalance lands wherever the worker is when the harness notices. To make it likelier: replay it several times (`KAFKA_HARNESS_CONFIRM_RUNS`), or place a crash point where the race happens (`kafka_harness` crash points fire at an exact hit) — e.g. right after an async commit is handed to the client, or after `poll` returns.",
             );

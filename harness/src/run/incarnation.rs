@@ -15,7 +15,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::Case;
-use crate::schedule::Fault;
+use crate::schedule::{ClusterFault, Fault};
 use crate::trace::{Event, EventKind, Exit, Incarnation, KillReason, PartitionOffset};
 use crate::worker::spec::WorkerSpec;
 use crate::worker::WorkerProcess;
@@ -152,6 +152,44 @@ fn last_pause(trace_path: &Path) -> (u64, bool) {
         .unwrap_or((0, false))
 }
 
+/// Per fault: whether it is a broker or network fault that has come due — once the worker
+/// applied its effects, or reached the point hit where it waits for it. A fault already
+/// released stays due (it may still wait for another cluster fault to end before it fires).
+fn cluster_faults_due(
+    faults: &[Fault],
+    released: &[bool],
+    effects: u32,
+    trace_path: &Path,
+) -> Vec<bool> {
+    // The worker's events are read only while a fault held at a point waits for its hit.
+    let hits: Vec<(String, u32)> = if faults
+        .iter()
+        .zip(released)
+        .any(|(f, r)| f.held_at_point().is_some() && !r)
+    {
+        events_in(trace_path)
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::CrashPointHit { point, hit } => Some((point, hit)),
+                _ => None,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    faults
+        .iter()
+        .zip(released)
+        .map(|(f, released)| {
+            f.cluster_fault().is_some()
+                && (*released
+                    || f.held_at_effect().is_some_and(|n| effects >= n)
+                    || f.held_at_point()
+                        .is_some_and(|(p, h)| hits.iter().any(|(q, k)| q == p && *k == h)))
+        })
+        .collect()
+}
+
 /// Whether a fault's `point` names the point an event recorded (`*` names every point).
 fn names(point: &str, recorded: &str) -> bool {
     point == crate::schedule::ANY_POINT || point == recorded
@@ -190,7 +228,9 @@ fn fired_in_worker(f: &Fault, events: &[Event]) -> Option<bool> {
         | Fault::Rebalance { .. }
         | Fault::BrokerRestart { .. }
         | Fault::Broker { .. }
-        | Fault::Network { .. } => return None,
+        | Fault::Network { .. }
+        | Fault::BrokerAt { .. }
+        | Fault::NetworkAt { .. } => return None,
     })
 }
 
@@ -447,6 +487,9 @@ impl Case<'_> {
                 break;
             }
             let elapsed = primary.process.started.elapsed();
+            // Which broker and network faults have come due: the worker reached their effect,
+            // or the point hit where it waits for them.
+            let due = cluster_faults_due(faults, &released, progress.effects, &primary.trace_path);
             let mut kill = None;
             for (i, f) in faults.iter().enumerate() {
                 if fired[i] {
@@ -477,48 +520,38 @@ impl Case<'_> {
                         fired[i] = true;
                         self.broker_restart(*broker)?;
                     }
-                    // One broker out at a time: a second waits until the first is back.
-                    Fault::Broker {
-                        target,
-                        action,
-                        after_effects,
-                    } if progress.effects >= *after_effects
-                        && !self.broker_out()
-                        && !self.link_out() =>
-                    {
+                    // One broker out at a time, one network fault at a time, and no network
+                    // fault while a broker is out (metadata would wait on it; a broker's
+                    // restart would hold up the heal): a fault that comes due then waits.
+                    _ if due[i] && !self.broker_out() && !self.link_out() => {
                         fired[i] = true;
-                        self.broker_fault(*target, *action)?;
-                    }
-                    // One network fault at a time, and none while a broker is out (metadata
-                    // would wait on it; a broker's restart would hold up the heal): a fault
-                    // that comes due then waits.
-                    Fault::Network {
-                        target,
-                        action,
-                        after_effects,
-                    } if progress.effects >= *after_effects
-                        && !self.link_out()
-                        && !self.broker_out() =>
-                    {
-                        fired[i] = true;
-                        self.network_fault(*target, *action)?;
+                        match f.cluster_fault() {
+                            Some(ClusterFault::Broker(target, action)) => {
+                                self.broker_fault(target, action)?
+                            }
+                            Some(ClusterFault::Network(target, action)) => {
+                                self.network_fault(target, action)?
+                            }
+                            None => {}
+                        }
                     }
                     _ => {}
                 }
             }
-            // A worker waits at the effect where a broker or network fault is due until the
-            // fault is in place; a fault that must wait for another to end fires later, but
-            // the worker is released all the same.
+            // A worker waits at the effect or point hit where a broker or network fault is due
+            // until the fault is in place; a fault that must wait for another to end fires
+            // later, but the worker is released all the same.
             for (i, f) in faults.iter().enumerate() {
-                match f.held_at_effect() {
-                    Some(n) if !released[i] && progress.effects >= n => {
-                        released[i] = true;
-                        let go = crate::worker::effect_go_path_of(&primary.stop_path, n);
-                        std::fs::write(&go, b"go")
-                            .map_err(|e| Error::io("releasing the worker", &go, e))?;
-                    }
-                    _ => {}
+                if !due[i] || released[i] {
+                    continue;
                 }
+                released[i] = true;
+                let go = match f.held_at_effect() {
+                    Some(n) => crate::worker::effect_go_path_of(&primary.stop_path, n),
+                    None => crate::worker::fault_go_path_of(&primary.stop_path, i),
+                };
+                std::fs::write(&go, b"go")
+                    .map_err(|e| Error::io("releasing the worker", &go, e))?;
             }
             if let Some(reason) = kill {
                 let exit = primary.process.kill()?;
@@ -848,6 +881,54 @@ mod tests {
         }]);
         let p = progress_of(&txn, true);
         assert!(p.instrumented && p.in_client_call);
+    }
+
+    /// Broker and network faults come due at their effect count or at their point hit, and
+    /// stay due once released; the worker's own faults never do.
+    #[test]
+    fn cluster_faults_come_due_at_their_effect_or_their_point_hit() {
+        use crate::schedule::{BrokerAction, BrokerTarget, LinkAction, LinkTarget};
+        let dir = tempfile::tempdir().unwrap();
+        let trace = dir.path().join("trace.jsonl");
+        std::fs::write(
+            &trace,
+            trace_text(vec![hit("order-accepted", 1), hit("before-commit", 1)]),
+        )
+        .unwrap();
+        let at = |point: &str, hit: u32| Fault::NetworkAt {
+            target: LinkTarget::All,
+            action: LinkAction::Cut { millis: 100 },
+            point: point.into(),
+            hit,
+        };
+        let faults = [
+            at("order-accepted", 1),
+            at("order-accepted", 2),
+            at("before-commit", 1),
+            Fault::Broker {
+                target: BrokerTarget::Coordinator,
+                action: BrokerAction::Restart,
+                after_effects: 3,
+            },
+            Fault::Crash {
+                point: "order-accepted".into(),
+                hit: 1,
+            },
+        ];
+        let none = [false; 5];
+        assert_eq!(
+            cluster_faults_due(&faults, &none, 2, &trace),
+            vec![true, false, true, false, false]
+        );
+        assert_eq!(
+            cluster_faults_due(&faults, &none, 3, &trace),
+            vec![true, false, true, true, false]
+        );
+        let released = [false, true, false, false, true];
+        assert_eq!(
+            cluster_faults_due(&faults, &released, 0, &trace),
+            vec![true, true, true, false, false]
+        );
     }
 
     fn event(kind: EventKind) -> Event {

@@ -159,20 +159,22 @@ impl CaseRunner {
         let backend = self.cluster.backend();
         // Faults of the cluster only some backends can inject: one clear error, before anything
         // runs.
-        let unsupported = schedule.faults.iter().find_map(|f| match f {
-            crate::Fault::Broker { .. } if !backend.broker_faults() => Some((f, "")),
-            crate::Fault::Network { .. } if !backend.network_faults() => Some((
-                f,
-                " (its brokers do not advertise the harness's link proxies)",
-            )),
-            _ => None,
-        });
-        if let Some((f, why)) = unsupported {
-            let kind = if matches!(f, crate::Fault::Network { .. }) {
-                "network"
-            } else {
-                "broker"
-            };
+        use crate::schedule::ClusterFault;
+        let unsupported = schedule
+            .faults
+            .iter()
+            .find_map(|f| match f.cluster_fault() {
+                Some(ClusterFault::Broker(..)) if !backend.broker_faults() => {
+                    Some((f, "broker", ""))
+                }
+                Some(ClusterFault::Network(..)) if !backend.network_faults() => Some((
+                    f,
+                    "network",
+                    " (its brokers do not advertise the harness's link proxies)",
+                )),
+                _ => None,
+            });
+        if let Some((f, kind, why)) = unsupported {
             return Err(Error::Config(format!(
                 "the schedule has a {kind} fault ({f}), which the {backend} backend cannot inject{why}: run it on the containers or local backend (KAFKA_HARNESS_BACKEND)"
             )));

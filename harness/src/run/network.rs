@@ -23,10 +23,12 @@ pub(super) struct CutLink {
 impl Case<'_> {
     /// Whether this case's worker connects through the link proxies.
     pub(super) fn proxied(&self) -> bool {
-        self.schedule
-            .faults
-            .iter()
-            .any(|f| matches!(f, crate::Fault::Network { .. }))
+        self.schedule.faults.iter().any(|f| {
+            matches!(
+                f.cluster_fault(),
+                Some(crate::schedule::ClusterFault::Network(..))
+            )
+        })
     }
 
     /// Fire a [`crate::Fault::Network`]: resolve its target now, then cut or slow.

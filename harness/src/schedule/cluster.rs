@@ -118,3 +118,36 @@ impl LinkAction {
         }
     }
 }
+
+/// What a fault the cluster suffers does, apart from its trigger (see
+/// [`crate::Fault::cluster_fault`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClusterFault {
+    /// A broker killed, kept down or frozen.
+    Broker(BrokerTarget, BrokerAction),
+    /// The worker's links cut or slowed.
+    Network(LinkTarget, LinkAction),
+}
+
+impl std::fmt::Display for ClusterFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClusterFault::Broker(target, BrokerAction::Restart) => {
+                write!(f, "{target} killed and restarted")
+            }
+            ClusterFault::Broker(target, BrokerAction::Down { millis }) => {
+                write!(f, "{target} killed for {millis} ms")
+            }
+            ClusterFault::Broker(target, BrokerAction::Pause { millis }) => {
+                write!(f, "{target} frozen for {millis} ms")
+            }
+            ClusterFault::Network(target, LinkAction::Cut { millis }) => {
+                write!(f, "the worker cut off from {target} for {millis} ms")
+            }
+            ClusterFault::Network(target, LinkAction::Slow { millis, delay_ms }) => write!(
+                f,
+                "the worker's links to {target} slowed by {delay_ms} ms for {millis} ms"
+            ),
+        }
+    }
+}

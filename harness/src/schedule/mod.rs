@@ -21,7 +21,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use cluster::{BrokerAction, BrokerTarget, LinkAction, LinkTarget};
+pub use cluster::{BrokerAction, BrokerTarget, ClusterFault, LinkAction, LinkTarget};
 pub use strategy::{
     FaultKinds, ScheduleSpace, ANCHOR_REVOKE, ANCHOR_SINK_OUTAGE, ANY_POINT, BROKER_FAULT_MS,
 };
@@ -235,6 +235,33 @@ pub enum Fault {
         /// Effects to wait for.
         after_effects: u32,
     },
+    /// A broker fault at a precise point: the worker waits at the `hit`-th hit (1-based, this
+    /// incarnation) of `point` until the broker with the role is down or frozen, then goes
+    /// on. The fault lands between two things the consumer does — inside an open transaction,
+    /// between a write and its commit — on every replay, for any consumer with crash points
+    /// (its own fail points included: a consumer with its own clients has no effect markers).
+    BrokerAt {
+        /// Which broker.
+        target: BrokerTarget,
+        /// What happens to it.
+        action: BrokerAction,
+        /// Crash point name where the worker waits.
+        point: String,
+        /// Which hit (1-based, this incarnation).
+        hit: u32,
+    },
+    /// A network fault at a precise point: as [`Fault::BrokerAt`], with the worker's links to
+    /// the broker with the role (or to every broker) cut or slowed while it waits there.
+    NetworkAt {
+        /// Which links.
+        target: LinkTarget,
+        /// What happens to them.
+        action: LinkAction,
+        /// Crash point name where the worker waits.
+        point: String,
+        /// Which hit (1-based, this incarnation).
+        hit: u32,
+    },
 }
 
 impl Fault {
@@ -261,14 +288,14 @@ impl Fault {
             Fault::RebalanceAt { .. } => "rebalance-at",
             Fault::RebalanceAfter { .. } => "rebalance-after",
             Fault::BrokerRestart { .. } => "broker-restart",
-            Fault::Broker { action, .. } => match action {
+            Fault::Broker { action, .. } | Fault::BrokerAt { action, .. } => match action {
                 BrokerAction::Restart => "broker-restart",
                 BrokerAction::Down { .. } => "broker-down",
                 BrokerAction::Pause { .. } => "broker-pause",
             },
             Fault::PauseAt { .. } => "pause-at",
             Fault::PauseAfter { .. } => "pause-after",
-            Fault::Network { action, .. } => match action {
+            Fault::Network { action, .. } | Fault::NetworkAt { action, .. } => match action {
                 LinkAction::Cut { .. } => "network-cut",
                 LinkAction::Slow { .. } => "network-slow",
             },
@@ -280,7 +307,9 @@ impl Fault {
         match self {
             Fault::Crash { point, .. }
             | Fault::RebalanceAt { point, .. }
-            | Fault::PauseAt { point, .. } => vec![point],
+            | Fault::PauseAt { point, .. }
+            | Fault::BrokerAt { point, .. }
+            | Fault::NetworkAt { point, .. } => vec![point],
             Fault::CrashAfter { after, point, .. }
             | Fault::RebalanceAfter { after, point, .. }
             | Fault::PauseAfter { after, point, .. } => {
@@ -302,6 +331,33 @@ impl Fault {
         match self {
             Fault::Broker { after_effects, .. } | Fault::Network { after_effects, .. } => {
                 Some(*after_effects)
+            }
+            _ => None,
+        }
+    }
+
+    /// The point hit at which the worker waits for this fault to be put in place: broker and
+    /// network faults triggered at a point ([`Fault::BrokerAt`], [`Fault::NetworkAt`]).
+    pub fn held_at_point(&self) -> Option<(&str, u32)> {
+        match self {
+            Fault::BrokerAt { point, hit, .. } | Fault::NetworkAt { point, hit, .. } => {
+                Some((point, *hit))
+            }
+            _ => None,
+        }
+    }
+
+    /// What a fault the cluster suffers does, whatever triggers it: a broker fault
+    /// ([`Fault::Broker`], [`Fault::BrokerAt`]) or a network fault ([`Fault::Network`],
+    /// [`Fault::NetworkAt`]). `None` for the worker's own faults and for the old
+    /// index-addressed [`Fault::BrokerRestart`].
+    pub fn cluster_fault(&self) -> Option<ClusterFault> {
+        match self {
+            Fault::Broker { target, action, .. } | Fault::BrokerAt { target, action, .. } => {
+                Some(ClusterFault::Broker(*target, *action))
+            }
+            Fault::Network { target, action, .. } | Fault::NetworkAt { target, action, .. } => {
+                Some(ClusterFault::Network(*target, *action))
             }
             _ => None,
         }
@@ -376,38 +432,18 @@ impl std::fmt::Display for Fault {
                     "broker {broker} killed and restarted after {after_effects} effects"
                 )
             }
-            Fault::Broker {
-                target,
-                action,
-                after_effects,
-            } => match action {
-                BrokerAction::Restart => write!(
-                    f,
-                    "{target} killed and restarted after {after_effects} effects"
-                ),
-                BrokerAction::Down { millis } => write!(
-                    f,
-                    "{target} killed for {millis} ms after {after_effects} effects"
-                ),
-                BrokerAction::Pause { millis } => write!(
-                    f,
-                    "{target} frozen for {millis} ms after {after_effects} effects"
-                ),
-            },
-            Fault::Network {
-                target,
-                action,
-                after_effects,
-            } => match action {
-                LinkAction::Cut { millis } => write!(
-                    f,
-                    "the worker cut off from {target} for {millis} ms after {after_effects} effects"
-                ),
-                LinkAction::Slow { millis, delay_ms } => write!(
-                    f,
-                    "the worker's links to {target} slowed by {delay_ms} ms for {millis} ms after {after_effects} effects"
-                ),
-            },
+            Fault::Broker { after_effects, .. } | Fault::Network { after_effects, .. } => {
+                match self.cluster_fault() {
+                    Some(c) => write!(f, "{c} after {after_effects} effects"),
+                    None => Ok(()),
+                }
+            }
+            Fault::BrokerAt { point, hit, .. } | Fault::NetworkAt { point, hit, .. } => {
+                match self.cluster_fault() {
+                    Some(c) => write!(f, "{c} at `{point}` hit #{hit}"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -524,7 +560,9 @@ impl Schedule {
                 | Fault::RebalanceAt { hit: 0, .. }
                 | Fault::RebalanceAfter { hit: 0, .. }
                 | Fault::PauseAt { hit: 0, .. }
-                | Fault::PauseAfter { hit: 0, .. } => {
+                | Fault::PauseAfter { hit: 0, .. }
+                | Fault::BrokerAt { hit: 0, .. }
+                | Fault::NetworkAt { hit: 0, .. } => {
                     return Err(format!("fault {i}: hits count from 1"));
                 }
                 Fault::SinkFailure { write: 0, .. } => {
@@ -537,7 +575,15 @@ impl Schedule {
                     target: BrokerTarget::Leader { partition },
                     ..
                 }
+                | Fault::BrokerAt {
+                    target: BrokerTarget::Leader { partition },
+                    ..
+                }
                 | Fault::Network {
+                    target: LinkTarget::Leader { partition },
+                    ..
+                }
+                | Fault::NetworkAt {
                     target: LinkTarget::Leader { partition },
                     ..
                 } if *partition < 0 || *partition >= w.partitions => {
@@ -659,6 +705,44 @@ mod tests {
         .fault(f);
         let err = one.validate(None).unwrap_err();
         assert!(err.contains("partition 1 does not exist"), "{err}");
+    }
+
+    /// A network fault at a point hit: written with its point, named in words, and replayed
+    /// only where that point exists.
+    #[test]
+    fn a_cluster_fault_at_a_point_names_the_point_and_the_point_must_exist() {
+        let f = Fault::NetworkAt {
+            target: LinkTarget::Coordinator,
+            action: LinkAction::Cut { millis: 2000 },
+            point: "before-transaction-commit".into(),
+            hit: 2,
+        };
+        let s = Schedule::new(Workload::default()).fault(f.clone());
+        let json = s.to_json();
+        assert!(json.contains("\"fault\": \"network-at\""), "{json}");
+        assert_eq!(Schedule::from_json(&json, None).unwrap(), s);
+        assert_eq!(
+            f.to_string(),
+            "the worker cut off from the group coordinator for 2000 ms at `before-transaction-commit` hit #2"
+        );
+        assert_eq!(f.held_at_point(), Some(("before-transaction-commit", 2)));
+        assert_eq!(f.held_at_effect(), None);
+        assert_eq!(f.kind_name(), "network-cut");
+        let err = s.validate(Some(&["after-poll".to_string()])).unwrap_err();
+        assert!(
+            err.contains("unknown crash point `before-transaction-commit`"),
+            "{err}"
+        );
+        let zero = Schedule::new(Workload::default()).fault(Fault::BrokerAt {
+            target: BrokerTarget::Coordinator,
+            action: BrokerAction::Restart,
+            point: "after-poll".into(),
+            hit: 0,
+        });
+        assert!(zero
+            .validate(None)
+            .unwrap_err()
+            .contains("hits count from 1"));
     }
 
     #[test]

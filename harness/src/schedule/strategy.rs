@@ -242,6 +242,38 @@ impl ScheduleSpace {
                 action,
                 after_effects: after_effects.min(m),
             },
+            Fault::BrokerAt {
+                target,
+                action,
+                point,
+                hit,
+            } => Fault::BrokerAt {
+                target: match target {
+                    BrokerTarget::Leader { partition } => BrokerTarget::Leader {
+                        partition: partition.min(workload.partitions.max(1) - 1),
+                    },
+                    other => other,
+                },
+                action,
+                hit: hit.min(self.reachable_hits(&point, hit, m)),
+                point,
+            },
+            Fault::NetworkAt {
+                target,
+                action,
+                point,
+                hit,
+            } => Fault::NetworkAt {
+                target: match target {
+                    LinkTarget::Leader { partition } => LinkTarget::Leader {
+                        partition: partition.min(workload.partitions.max(1) - 1),
+                    },
+                    other => other,
+                },
+                action,
+                hit: hit.min(self.reachable_hits(&point, hit, m)),
+                point,
+            },
             other => other,
         }
     }
@@ -447,6 +479,22 @@ impl ScheduleSpace {
                     .boxed(),
             ));
         }
+        // When a broker or network fault fires: at a crash-point hit (the worker waits there
+        // until the fault is in place — deterministic for any consumer with crash points, its
+        // own fail points included, which is all a consumer with its own clients has), or
+        // after a count of effects. Shrinks toward the point.
+        let trigger = {
+            let effects = (1..=max_effects).prop_map(Trigger::Effects);
+            if points.is_empty() {
+                effects.boxed()
+            } else {
+                prop_oneof![
+                    at_point(points.clone(), u32::MAX).prop_map(|(p, h)| Trigger::At(p, h)),
+                    effects
+                ]
+                .boxed()
+            }
+        };
         if k.broker_faults && self.brokers > 0 {
             // Shrinks toward the coordinator of the group (one per case, whatever the
             // workload) and toward a kill with an immediate restart.
@@ -470,11 +518,19 @@ impl ScheduleSpace {
                 }),
             ];
             options.push(single(
-                (target, action, 1..=max_effects)
-                    .prop_map(|(target, action, after_effects)| Fault::Broker {
-                        target,
-                        action,
-                        after_effects,
+                (target, action, trigger.clone())
+                    .prop_map(|(target, action, trigger)| match trigger {
+                        Trigger::At(point, hit) => Fault::BrokerAt {
+                            target,
+                            action,
+                            point,
+                            hit,
+                        },
+                        Trigger::Effects(after_effects) => Fault::Broker {
+                            target,
+                            action,
+                            after_effects,
+                        },
                     })
                     .boxed(),
             ));
@@ -502,11 +558,19 @@ impl ScheduleSpace {
                 }),
             ];
             options.push(single(
-                (target, action, 1..=max_effects)
-                    .prop_map(|(target, action, after_effects)| Fault::Network {
-                        target,
-                        action,
-                        after_effects,
+                (target, action, trigger)
+                    .prop_map(|(target, action, trigger)| match trigger {
+                        Trigger::At(point, hit) => Fault::NetworkAt {
+                            target,
+                            action,
+                            point,
+                            hit,
+                        },
+                        Trigger::Effects(after_effects) => Fault::Network {
+                            target,
+                            action,
+                            after_effects,
+                        },
                     })
                     .boxed(),
             ));
@@ -516,6 +580,15 @@ impl ScheduleSpace {
         }
         Some(proptest::strategy::Union::new(options).boxed())
     }
+}
+
+/// When a generated broker or network fault fires.
+#[derive(Debug, Clone)]
+enum Trigger {
+    /// At this hit of this point.
+    At(String, u32),
+    /// After this many effects.
+    Effects(u32),
 }
 
 #[cfg(test)]
@@ -555,7 +628,10 @@ mod tests {
             prop_assert!((1..=6).contains(&s.faults.len()));
             for (i, f) in s.faults.iter().enumerate() {
                 match f {
-                    Fault::Crash { point, hit } | Fault::RebalanceAt { point, hit } => {
+                    Fault::Crash { point, hit }
+                    | Fault::RebalanceAt { point, hit }
+                    | Fault::BrokerAt { point, hit, .. }
+                    | Fault::NetworkAt { point, hit, .. } => {
                         let max = space().points.iter().find(|(p, _)| p == point).map(|(_, m)| *m).unwrap();
                         prop_assert!(*hit >= 1 && *hit <= max);
                     }
@@ -633,6 +709,27 @@ mod tests {
                     assert_eq!(*target, LinkTarget::Coordinator);
                     assert!(matches!(action, LinkAction::Cut { .. }), "{min:?}");
                     assert_eq!(*after_effects, 1);
+                }
+                // A cluster fault shrinks toward its point trigger: the first point, hit 1.
+                Fault::BrokerAt {
+                    target,
+                    action,
+                    point,
+                    hit,
+                } => {
+                    assert_eq!(*target, BrokerTarget::Coordinator);
+                    assert_eq!(*action, BrokerAction::Restart);
+                    assert_eq!((point.as_str(), *hit), ("after-poll", 1));
+                }
+                Fault::NetworkAt {
+                    target,
+                    action,
+                    point,
+                    hit,
+                } => {
+                    assert_eq!(*target, LinkTarget::Coordinator);
+                    assert!(matches!(action, LinkAction::Cut { .. }), "{min:?}");
+                    assert_eq!((point.as_str(), *hit), ("after-poll", 1));
                 }
                 other => panic!("unexpected minimal fault {other:?}"),
             }

@@ -31,7 +31,7 @@ pub use producer::TransactionalProducer;
 
 pub(crate) use context::serve;
 pub(crate) use process::{Launch, WorkerProcess};
-pub(crate) use recorder::{effect_go_path_of, go_path_of};
+pub(crate) use recorder::{effect_go_path_of, fault_go_path_of, go_path_of};
 
 use crate::trace::MessageRef;
 

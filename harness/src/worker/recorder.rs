@@ -79,6 +79,9 @@ pub(crate) struct Recorder {
     /// and not wherever the worker has got to by the time the orchestrator notices.
     effect_point: String,
     effect_holds: Vec<u32>,
+    /// Broker and network faults at a point hit: (index of the fault in this incarnation's
+    /// list, point, hit). The worker waits there until the orchestrator has put it in place.
+    point_holds: Vec<(usize, String, u32)>,
     /// The `session.timeout.ms` of the consumer the harness built for this worker (0: not
     /// known — a consumer the worker built itself from `consumer_config`).
     session_timeout_ms: AtomicU64,
@@ -162,6 +165,11 @@ impl Recorder {
             })
             .collect();
         let effect_holds = faults.iter().filter_map(Fault::held_at_effect).collect();
+        let point_holds = faults
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| f.held_at_point().map(|(p, h)| (i, p.to_string(), h)))
+            .collect();
         Ok(Recorder {
             file: Mutex::new(file),
             epoch_us,
@@ -178,6 +186,7 @@ impl Recorder {
             go_path: go_path_of(stop_path),
             effect_point: super::consumer::points::AFTER_SINK_WRITE.to_string(),
             effect_holds,
+            point_holds,
             session_timeout_ms: AtomicU64::new(0),
         })
     }
@@ -271,6 +280,12 @@ impl Recorder {
         }
         if point == self.effect_point && self.effect_holds.contains(&hit) {
             self.wait_for_fault(hit);
+        }
+        for (i, p, h) in &self.point_holds {
+            if p == point && *h == hit {
+                let go = fault_go_path_of(&self.stop_path, *i);
+                self.wait_for_go(&go, FAULT_WAIT, &format!("fault at `{point}` hit #{hit}"));
+            }
         }
         if let Some((_, _, millis)) = self.pauses.iter().find(|(p, h, _)| p == point && *h == hit) {
             self.record(EventKind::Paused {
@@ -422,6 +437,12 @@ pub(crate) fn effect_go_path_of(stop_path: &Path, effects: u32) -> PathBuf {
     beside(stop_path, &format!(".effect-{effects}.go"))
 }
 
+/// The file the orchestrator creates once the incarnation's fault number `index` (0-based, a
+/// fault held at a point hit) is in place, releasing a worker that waits there.
+pub(crate) fn fault_go_path_of(stop_path: &Path, index: usize) -> PathBuf {
+    beside(stop_path, &format!(".fault-{index}.go"))
+}
+
 /// A real pause: SIGSTOP to ourselves, every thread (librdkafka's too: no heartbeats). The
 /// orchestrator sends SIGCONT; if it dies meanwhile, the parent-death SIGKILL still lands.
 fn stop_self() {
@@ -540,6 +561,55 @@ mod tests {
         assert_eq!(hits(dir.path()), 3, "the worker went past the effect");
         assert!(!worker.is_finished());
         std::fs::write(effect_go_path_of(&dir.path().join("stop"), 2), b"go").unwrap();
+        worker.join().unwrap();
+        assert_eq!(hits(dir.path()), 4);
+    }
+
+    /// A broker fault at `before-commit` hit #2: the worker waits there (not at its 1st hit,
+    /// not at other points) until the orchestrator's go for that fault exists.
+    #[test]
+    fn a_worker_waits_at_the_point_hit_where_a_cluster_fault_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = std::sync::Arc::new(recorder(
+            dir.path(),
+            &[
+                Fault::SinkFailure {
+                    write: 9,
+                    failure: SinkFailure::Transient,
+                    writes: 1,
+                    millis: None,
+                },
+                Fault::BrokerAt {
+                    target: crate::schedule::BrokerTarget::Coordinator,
+                    action: crate::schedule::BrokerAction::Restart,
+                    point: "before-commit".into(),
+                    hit: 2,
+                },
+            ],
+        ));
+        r.crash_point("before-commit");
+        r.crash_point("after-sink-write");
+        let worker = {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                r.crash_point("before-commit");
+                r.crash_point("after-commit");
+            })
+        };
+        std::thread::sleep(Duration::from_millis(150));
+        let hits = |dir: &Path| {
+            events(dir)
+                .into_iter()
+                .filter(|k| matches!(k, EventKind::CrashPointHit { .. }))
+                .count()
+        };
+        assert_eq!(hits(dir.path()), 3, "the worker went past the point");
+        assert!(!worker.is_finished());
+        // The go is per fault, by its index in the incarnation's list (here 1).
+        std::fs::write(fault_go_path_of(&dir.path().join("stop"), 0), b"go").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!worker.is_finished());
+        std::fs::write(fault_go_path_of(&dir.path().join("stop"), 1), b"go").unwrap();
         worker.join().unwrap();
         assert_eq!(hits(dir.path()), 4);
     }

@@ -340,5 +340,55 @@ fn network_cuts_and_slow_links_are_ridden_out_by_a_correct_consumer() {
             result.verdict
         );
     }
+    // A cut at the consumer's own fail point, inside its open transaction (`network-at`): the
+    // worker waits at its first `order-accepted` until every link is cut. Evicted there with no
+    // second member to fence it, rust-rdkafka's `transactions.rs` pattern rejoins, processes
+    // again what it already produced in the same transaction and commits both copies; the
+    // same consumer aborting on the revoke holds.
+    for (fixture, expect) in [
+        (
+            "stream_transactions_ignores_rebalance",
+            Some(ViolationKind::OutputDuplicated),
+        ),
+        ("stream_transactions", None),
+    ] {
+        let at = Fault::NetworkAt {
+            target: LinkTarget::All,
+            action: LinkAction::Cut { millis: 2000 },
+            point: "order-accepted".into(),
+            hit: 1,
+        };
+        let Some((result, timeline)) = one_case(&cluster, fixture, at) else {
+            continue;
+        };
+        assert_eq!(
+            result.verdict.primary_kind(),
+            expect,
+            "{fixture}: {:?}\n{timeline}",
+            result.verdict
+        );
+        // The cut landed at that hit: after the first order was accepted, before the second.
+        let cut_at = result
+            .trace
+            .events
+            .iter()
+            .find(|e| matches!(&e.kind, EventKind::LinkFault { action, .. } if action == "cut"))
+            .map(|e| e.at_us)
+            .unwrap_or_else(|| panic!("{fixture}: no cut:\n{timeline}"));
+        let accepted_before: Vec<u32> = result
+            .trace
+            .events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::CrashPointHit { point, hit }
+                    if e.inc == 1 && point == "order-accepted" && e.at_us < cut_at =>
+                {
+                    Some(*hit)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(accepted_before, vec![1], "{fixture}:\n{timeline}");
+    }
     cluster.shutdown().unwrap_or_else(|e| panic!("{e}"));
 }
