@@ -22,6 +22,18 @@ pub enum BrokerTarget {
     TransactionCoordinator,
 }
 
+impl BrokerTarget {
+    /// The same role, with a leader's partition brought within `partitions`.
+    pub fn within(self, partitions: i32) -> Self {
+        match self {
+            BrokerTarget::Leader { partition } => BrokerTarget::Leader {
+                partition: partition.min(partitions.max(1) - 1),
+            },
+            other => other,
+        }
+    }
+}
+
 impl std::fmt::Display for BrokerTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -71,6 +83,16 @@ pub enum LinkTarget {
 }
 
 impl LinkTarget {
+    /// The same links, with a leader's partition brought within `partitions`.
+    pub fn within(self, partitions: i32) -> Self {
+        match self {
+            LinkTarget::Leader { partition } => LinkTarget::Leader {
+                partition: partition.min(partitions.max(1) - 1),
+            },
+            other => other,
+        }
+    }
+
     /// The broker role, `None` for [`LinkTarget::All`].
     pub fn broker(self) -> Option<BrokerTarget> {
         match self {

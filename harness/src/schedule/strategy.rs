@@ -219,12 +219,7 @@ impl ScheduleSpace {
                 action,
                 after_effects,
             } => Fault::Broker {
-                target: match target {
-                    BrokerTarget::Leader { partition } => BrokerTarget::Leader {
-                        partition: partition.min(workload.partitions.max(1) - 1),
-                    },
-                    other => other,
-                },
+                target: target.within(workload.partitions),
                 action,
                 after_effects: after_effects.min(m),
             },
@@ -233,12 +228,7 @@ impl ScheduleSpace {
                 action,
                 after_effects,
             } => Fault::Network {
-                target: match target {
-                    LinkTarget::Leader { partition } => LinkTarget::Leader {
-                        partition: partition.min(workload.partitions.max(1) - 1),
-                    },
-                    other => other,
-                },
+                target: target.within(workload.partitions),
                 action,
                 after_effects: after_effects.min(m),
             },
@@ -248,12 +238,7 @@ impl ScheduleSpace {
                 point,
                 hit,
             } => Fault::BrokerAt {
-                target: match target {
-                    BrokerTarget::Leader { partition } => BrokerTarget::Leader {
-                        partition: partition.min(workload.partitions.max(1) - 1),
-                    },
-                    other => other,
-                },
+                target: target.within(workload.partitions),
                 action,
                 hit: hit.min(self.reachable_hits(&point, hit, m)),
                 point,
@@ -264,12 +249,7 @@ impl ScheduleSpace {
                 point,
                 hit,
             } => Fault::NetworkAt {
-                target: match target {
-                    LinkTarget::Leader { partition } => LinkTarget::Leader {
-                        partition: partition.min(workload.partitions.max(1) - 1),
-                    },
-                    other => other,
-                },
+                target: target.within(workload.partitions),
                 action,
                 hit: hit.min(self.reachable_hits(&point, hit, m)),
                 point,

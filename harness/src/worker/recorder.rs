@@ -485,6 +485,14 @@ mod tests {
             .collect()
     }
 
+    /// Crash-point hits recorded so far.
+    fn point_hits(dir: &Path) -> usize {
+        events(dir)
+            .into_iter()
+            .filter(|k| matches!(k, EventKind::CrashPointHit { .. }))
+            .count()
+    }
+
     #[test]
     fn the_schedule_and_the_worker_agree_on_the_after_poll_point() {
         assert_eq!(
@@ -552,17 +560,11 @@ mod tests {
             })
         };
         std::thread::sleep(Duration::from_millis(150));
-        let hits = |dir: &Path| {
-            events(dir)
-                .into_iter()
-                .filter(|k| matches!(k, EventKind::CrashPointHit { .. }))
-                .count()
-        };
-        assert_eq!(hits(dir.path()), 3, "the worker went past the effect");
+        assert_eq!(point_hits(dir.path()), 3, "the worker went past the effect");
         assert!(!worker.is_finished());
         std::fs::write(effect_go_path_of(&dir.path().join("stop"), 2), b"go").unwrap();
         worker.join().unwrap();
-        assert_eq!(hits(dir.path()), 4);
+        assert_eq!(point_hits(dir.path()), 4);
     }
 
     /// A broker fault at `before-commit` hit #2: the worker waits there (not at its 1st hit,
@@ -597,13 +599,7 @@ mod tests {
             })
         };
         std::thread::sleep(Duration::from_millis(150));
-        let hits = |dir: &Path| {
-            events(dir)
-                .into_iter()
-                .filter(|k| matches!(k, EventKind::CrashPointHit { .. }))
-                .count()
-        };
-        assert_eq!(hits(dir.path()), 3, "the worker went past the point");
+        assert_eq!(point_hits(dir.path()), 3, "the worker went past the point");
         assert!(!worker.is_finished());
         // The go is per fault, by its index in the incarnation's list (here 1).
         std::fs::write(fault_go_path_of(&dir.path().join("stop"), 0), b"go").unwrap();
@@ -611,7 +607,7 @@ mod tests {
         assert!(!worker.is_finished());
         std::fs::write(fault_go_path_of(&dir.path().join("stop"), 1), b"go").unwrap();
         worker.join().unwrap();
-        assert_eq!(hits(dir.path()), 4);
+        assert_eq!(point_hits(dir.path()), 4);
     }
 
     /// "The 2nd hit of any point after the revoke": the anchor's own hit does not count, hits
