@@ -20,7 +20,8 @@ pub const BROKER_SETTLE_US: u64 = 10_000_000;
 ///
 /// Ownership is the incarnation's own rebalance events (assign adds, revoke removes); an
 /// incarnation that recorded none is not judged, nor one whose worker function had already
-/// returned (it was closing its clients, not consuming), nor one stopped while inside a
+/// returned (it was closing its clients, not consuming) or that had crashed or been killed
+/// (the harness's reads can keep it from noticing a death at once), nor one stopped while inside a
 /// blocking client call (waiting on the cluster, see [`EventKind::ClientCallStarted`]). An
 /// idle stretch that a broker fault
 /// overlaps, or follows within [`BROKER_SETTLE_US`], is not judged either. One violation per
@@ -104,7 +105,12 @@ pub fn wedged(trace: &Trace) -> Vec<Violation> {
                 let n = in_call.entry(e.inc).or_default();
                 *n = n.saturating_sub(1);
             }
-            EventKind::Exited { .. } => {
+            // Returned, crashed or killed: a worker that is not consuming any more, or not
+            // alive, cannot be wedged.
+            EventKind::Exited { .. }
+            | EventKind::Crashed { .. }
+            | EventKind::CrashedAfter { .. }
+            | EventKind::Killed { .. } => {
                 returned.insert(e.inc);
             }
             EventKind::BrokerFault { .. } => broker_faults.push(e.at_us),
@@ -324,6 +330,18 @@ mod tests {
         push(&mut t, 20, 1, EventKind::Exited { exit });
         push(&mut t, 3_000_000, 0, IDLE);
         assert!(wedged(&t).is_empty());
+        // It had crashed: the harness, blocked in a committed-offset read that a pending
+        // transactional commit holds up, noticed the death only after the idle timeout (a
+        // false alarm seen under generated faults: crash at `before-commit-transaction`).
+        let mut t = trace(1, 2);
+        push(&mut t, 10, 1, rebalanced(RebalancePhase::Assign, &[0]));
+        let crashed = EventKind::Crashed {
+            point: "before-commit-transaction".into(),
+            hit: 1,
+        };
+        push(&mut t, 20, 1, crashed);
+        push(&mut t, 3_000_000, 0, IDLE);
+        assert!(wedged(&t).is_empty());
         // Stopped while waiting inside a client call: the cluster owed it an answer.
         let mut t = trace(1, 2);
         push(&mut t, 10, 1, rebalanced(RebalancePhase::Assign, &[0]));
@@ -356,6 +374,7 @@ mod tests {
         Commit(i32, i64),
         Idle(u64),
         Exit,
+        Crash,
         CallStart,
         CallEnd,
     }
@@ -369,6 +388,7 @@ mod tests {
             3 => (1..4u64).prop_map(Op::Idle),
             // Rarer: each makes the stops after it unjudged.
             1 => Just(Op::Exit),
+            1 => Just(Op::Crash),
             1 => Just(Op::CallStart),
             2 => Just(Op::CallEnd),
         ];
@@ -383,6 +403,10 @@ mod tests {
                     Op::Poll(p, o) => EventKind::Polled { msg: msg(&t, p, o) },
                     Op::Exit => EventKind::Exited {
                         exit: crate::trace::Exit::Returned,
+                    },
+                    Op::Crash => EventKind::Crashed {
+                        point: "before-commit-transaction".into(),
+                        hit: 1,
                     },
                     Op::CallStart => EventKind::ClientCallStarted {
                         call: "commit_transaction".into(),
@@ -431,7 +455,7 @@ mod tests {
             // For every idle stop: replay the worker's assigns and revokes before it; for each
             // partition it then owned (in order), its position is the highest of one past its
             // polls and the last broker read; records past the position are waiting. A worker
-            // that had returned before it was stopped is not judged, nor one inside a client
+            // that had returned or crashed before it was stopped is not judged, nor one inside a client
             // call (more starts than ends before the stop, an end without a start counting
             // for nothing).
             let ev = &t.events;
@@ -441,7 +465,13 @@ mod tests {
                 let before = &ev[..i];
                 let mine: Vec<&Event> = before.iter().filter(|x| x.inc == worker).collect();
                 if !mine.iter().any(|x| matches!(x.kind, EventKind::Rebalanced { .. }))
-                    || mine.iter().any(|x| matches!(x.kind, EventKind::Exited { .. }))
+                    || mine.iter().any(|x| matches!(
+                        x.kind,
+                        EventKind::Exited { .. }
+                            | EventKind::Crashed { .. }
+                            | EventKind::CrashedAfter { .. }
+                            | EventKind::Killed { .. }
+                    ))
                     || mine.iter().fold(0usize, |open, x| match x.kind {
                         EventKind::ClientCallStarted { .. } => open + 1,
                         EventKind::ClientCallEnded { .. } => open.saturating_sub(1),

@@ -7,6 +7,7 @@
 //!     Summary  ◄── every case held            shrink ("fails in ≥1 of k tries") ─► confirm ─► save ─► Report
 //! ```
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use proptest::strategy::{Strategy, ValueTree};
@@ -325,6 +326,12 @@ impl Harness {
         let original = schedule.clone();
         let mut steps = 0;
         let mut iters = 0;
+        // Candidates already answered: proptest's value trees offer the same schedule again
+        // when they shrink a part it does not show (which alternative of a union was drawn,
+        // a value already at its bound), and a case with a cluster fault costs seconds. The
+        // failing schedule in hand is kept again, a schedule that held is dropped again,
+        // without running either (a step still counts toward the budget).
+        let mut held: HashSet<Schedule> = HashSet::new();
         // proptest's shrink loop: simplify while the candidate still fails, complicate when it passes.
         let mut simplify = true;
         while iters < max_iters && started.elapsed() < max_time {
@@ -338,6 +345,24 @@ impl Harness {
             }
             iters += 1;
             let candidate = tree.current();
+            let known = if candidate == schedule {
+                Some(true)
+            } else {
+                held.contains(&candidate).then_some(false)
+            };
+            if let Some(fails) = known {
+                self.progress_line(&format!(
+                    "shrink step {iters} · {} · {} (answered before, not run again)",
+                    faults_word(&candidate),
+                    if fails {
+                        "still fails: kept"
+                    } else {
+                        "holds: dropped"
+                    }
+                ));
+                simplify = fails;
+                continue;
+            }
             let failed = self.fails_with(runner, &candidate, kind, tries, next_case)?;
             self.progress_line(&format!(
                 "shrink step {iters} · {} · {}",
@@ -348,6 +373,9 @@ impl Harness {
                     "holds: dropped"
                 }
             ));
+            if failed.is_none() {
+                held.insert(candidate.clone());
+            }
             match failed {
                 Some((r, d)) => {
                     schedule = candidate;

@@ -636,6 +636,14 @@ impl Case<'_> {
                     last_seen = self.seen.clone();
                     last_change = Instant::now();
                 } else if last_change.elapsed() >= self.runner.timing.idle {
+                    // The reads above can block for seconds (a committed-offset read waits
+                    // out a pending transactional commit): a worker that died meanwhile ended,
+                    // it did not sit idle.
+                    if let Some(exit) = primary.process.try_exit()? {
+                        self.ended(&primary, exit);
+                        primary_done = true;
+                        break;
+                    }
                     idle = Some(last_change.elapsed());
                     break;
                 }
@@ -811,6 +819,12 @@ impl Case<'_> {
                     last = now;
                     last_change = Instant::now();
                 } else if last_change.elapsed() >= self.runner.timing.idle {
+                    // As in an incarnation: the lag read may have blocked while it died.
+                    if let Some(exit) = w.process.try_exit()? {
+                        self.ended(&w, exit);
+                        exited = true;
+                        break;
+                    }
                     self.idle_stopped(w.inc, last_change.elapsed());
                     break;
                 }

@@ -231,9 +231,17 @@ impl CaseRunner {
         output: &str,
     ) -> Result<Trace> {
         let mut probe_config = self.cluster.client_config();
+        // read_uncommitted: librdkafka asks for *stable* committed offsets when a consumer
+        // reads committed (its default), and the broker holds that answer back while a
+        // transaction has offsets pending — up to the transaction timeout when the worker
+        // died or stopped inside it, which froze this case's whole loop (no pause ended, no
+        // fault fired, a dead worker noticed late). The harness wants what the group holds
+        // committed now; a pending transaction's offsets show once it commits. Watermarks are
+        // then high watermarks, a transactional output's open records included.
         probe_config
             .set("group.id", group)
-            .set("enable.auto.commit", "false");
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_uncommitted");
         let probe: BaseConsumer = probe_config
             .create()
             .map_err(|e| Error::kafka("creating the lag probe", e))?;

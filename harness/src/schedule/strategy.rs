@@ -40,7 +40,8 @@ pub struct FaultKinds {
     /// A second group member joining at a crash point, alone or followed by a crash counted
     /// from the revoke.
     pub rebalances: bool,
-    /// Broker faults ([`Fault::Broker`]): the leader of an input partition or the group
+    /// Broker faults ([`Fault::BrokerAt`] at a crash-point hit, or [`Fault::Broker`] after N
+    /// effects): the leader of an input partition or the group
     /// coordinator (for a transactional check, also the transaction coordinator) killed and
     /// restarted, killed for a while, or frozen for a while (needs the
     /// containers or local backend; on a 3-broker cluster a restart moves leadership and
@@ -50,7 +51,8 @@ pub struct FaultKinds {
     /// session timeout, so it wakes as a zombie after a second member took its partitions;
     /// with `rebalances` too, also 300 ms soon after a revoke (the other member runs ahead).
     pub pauses: bool,
-    /// Network faults ([`Fault::Network`]): the worker's links to the leader of an input
+    /// Network faults ([`Fault::NetworkAt`] at a crash-point hit, or [`Fault::Network`] after
+    /// N effects): the worker's links to the leader of an input
     /// partition, to the group coordinator (for a transactional check, also to the
     /// transaction coordinator) or to every broker, cut for 2 s or slowed by 200 ms a chunk
     /// for 2 s (needs the containers or local backend).
