@@ -106,8 +106,13 @@ fn generated_broker_faults_fire_and_a_correct_consumer_holds() {
     let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
     let cluster = three_brokers();
     let fixture = Fixture::named("at_least_once").unwrap();
+    // Broker faults only: with crashes and kills on too, a few cases' broker faults land in
+    // an incarnation a kill or the input's end finishes first (recorded as skipped), and which
+    // do depends on the seed (a CI run of 8 cases once fired none).
     let kinds = FaultKinds {
         broker_faults: true,
+        crashes: false,
+        kills: false,
         ..FaultKinds::default()
     };
     let cases = std::env::var("PROPTEST_CASES")

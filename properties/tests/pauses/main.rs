@@ -230,3 +230,51 @@ fn a_transaction_that_expired_in_a_pause_and_was_swallowed_loses_its_output() {
         result.verdict
     );
 }
+
+/// Found by the fixtures suite (a CI run, a random seed): `at_least_once_stored_offsets` —
+/// auto-commit on, offsets stored only after each record is applied — stopped for 2.5 s inside
+/// its revoke handler (where a rebalance after a failed write reached it) wakes after the second
+/// member has applied and committed the rest and left; librdkafka then auto-commits the
+/// zombie's stale stored offset, the broker takes it (the group is empty by then), and the
+/// group's offset goes back. The record is delivered again, not lost — and the invariant
+/// "the committed offset never goes backwards" is broken, 3/3 on replay.
+#[test]
+fn an_auto_committing_zombie_woken_in_its_revoke_handler_moves_the_offset_back() {
+    let schedule = Schedule {
+        faults: vec![
+            Fault::PauseAt {
+                point: "revoke".into(),
+                hit: 1,
+                millis: 2500,
+            },
+            Fault::SinkFailure {
+                write: 2,
+                failure: kafka_harness::schedule::SinkFailure::Transient,
+                writes: 1,
+                millis: None,
+            },
+            Fault::RebalanceAfter {
+                after: "sink-outage".into(),
+                point: "revoke".into(),
+                hit: 1,
+            },
+        ],
+        ..Schedule::new(Workload {
+            messages: 2,
+            partitions: 1,
+            keys: 1,
+        })
+    };
+    let (result, timeline) = run_fixture(
+        "at_least_once_stored_offsets",
+        "an_auto_committing_zombie_woken_in_its_revoke_handler_moves_the_offset_back",
+        &schedule,
+    );
+    assert_eq!(
+        result.verdict.primary_kind(),
+        Some(kafka_harness::ViolationKind::CommitBackwards),
+        "{:?}\n{timeline}",
+        result.verdict
+    );
+    eprintln!("{timeline}");
+}
