@@ -235,8 +235,7 @@ fn a_transaction_that_expired_in_a_pause_and_was_swallowed_loses_its_output() {
 /// auto-commit on, offsets stored only after each record is applied — stopped for 2.5 s inside
 /// its revoke handler (where a rebalance after a failed write reached it) wakes after the second
 /// member has applied and committed the rest and left; librdkafka then auto-commits the
-/// zombie's stale stored offset, the broker takes it (the group is empty by then), and the
-/// group's offset goes back. The record is delivered again, not lost — and the invariant
+/// zombie's stale stored offset, the broker accepts it, and the group's offset goes back. The record is delivered again, not lost — and the invariant
 /// "the committed offset never goes backwards" is broken, 3/3 on replay.
 #[test]
 fn an_auto_committing_zombie_woken_in_its_revoke_handler_moves_the_offset_back() {
