@@ -67,3 +67,90 @@ impl Drop for Cleanup {
         }
     }
 }
+
+/// Case directories are named `kafka-harness-case-<pid>-<random>` in the temp directory, so
+/// that one left by a harness that was killed mid-case (a CI timeout, Ctrl-C: no destructor
+/// ran) can be told from one a live harness is using.
+const CASE_DIR_PREFIX: &str = "kafka-harness-case-";
+
+/// A new case directory, after (once per process) removing those whose harness is gone.
+pub(crate) fn case_dir() -> std::io::Result<tempfile::TempDir> {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    let tmp = std::env::temp_dir();
+    SWEPT.call_once(|| sweep_dead_case_dirs(&tmp, process_exists));
+    tempfile::Builder::new()
+        .prefix(&format!("{CASE_DIR_PREFIX}{}-", std::process::id()))
+        .tempdir_in(&tmp)
+}
+
+/// The pid a case directory's name carries (`None`: not a case directory of this format).
+fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(CASE_DIR_PREFIX)?;
+    let (pid, random) = rest.split_once('-')?;
+    (!random.is_empty()).then_some(())?;
+    pid.parse().ok()
+}
+
+/// Whether a process with this pid exists; `true` where that cannot be known (no `/proc`), so
+/// nothing is removed there.
+fn process_exists(pid: u32) -> bool {
+    if !std::path::Path::new("/proc/self").exists() {
+        return true;
+    }
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Remove every case directory in `tmp` whose owner process is gone. Best effort: a directory
+/// that cannot be read or removed stays.
+fn sweep_dead_case_dirs(tmp: &std::path::Path, alive: impl Fn(u32) -> bool) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(owner_pid) else {
+            continue;
+        };
+        if !alive(pid) && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_pid_reads_only_this_format() {
+        assert_eq!(owner_pid("kafka-harness-case-4242-AbC9x"), Some(4242));
+        assert_eq!(owner_pid("kafka-harness-case-AbC9x"), None);
+        assert_eq!(owner_pid("kafka-harness-case-4242-"), None);
+        assert_eq!(owner_pid("other-4242-AbC9x"), None);
+    }
+
+    #[test]
+    fn the_sweep_removes_only_directories_of_dead_owners() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dead = tmp.path().join("kafka-harness-case-7-dead1");
+        let live = tmp.path().join("kafka-harness-case-8-live1");
+        let foreign = tmp.path().join("kafka-harness-case-old1");
+        for d in [&dead, &live, &foreign] {
+            std::fs::create_dir(d).expect("mkdir");
+            std::fs::write(d.join("trace-1.jsonl"), "{}").expect("write");
+        }
+        sweep_dead_case_dirs(tmp.path(), |pid| pid == 8);
+        assert!(!dead.exists());
+        assert!(live.exists());
+        assert!(foreign.exists());
+    }
+
+    #[test]
+    fn this_process_is_alive_and_an_impossible_pid_is_not() {
+        assert!(process_exists(std::process::id()));
+        // Above Linux's largest pid_max (2^22).
+        if std::path::Path::new("/proc/self").exists() {
+            assert!(!process_exists(u32::MAX - 1));
+        }
+    }
+}

@@ -180,9 +180,7 @@ impl CaseRunner {
             )));
         }
         let started = Instant::now();
-        let dir = tempfile::Builder::new()
-            .prefix("kafka-harness-case-")
-            .tempdir()
+        let dir = cleanup::case_dir()
             .map_err(|e| Error::io("creating the case directory", std::env::temp_dir(), e))?;
         let base = format!(
             "{}{}.{}.{}",
