@@ -4,6 +4,7 @@
 
 mod publish;
 mod search;
+mod speculate;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

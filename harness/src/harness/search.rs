@@ -6,13 +6,17 @@
 //!        ▼                                                        ▼
 //!     Summary  ◄── every case held            shrink ("fails in ≥1 of k tries") ─► confirm ─► save ─► Report
 //! ```
+//!
+//! Shrinking takes proptest's own steps, several at a time side by side (`speculate`), then
+//! one-fault deletions side by side (`minimize`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner};
 
+use super::speculate::{self, TreeSource};
 use super::{env_u32, CaseResult, Harness, Outcome, Summary};
 use crate::check::ViolationKind;
 use crate::report::Report;
@@ -147,17 +151,23 @@ impl Harness {
             let n = parallel.min(config.cases - case) as usize;
             let mut trees = Vec::with_capacity(n);
             for _ in 0..n {
-                trees.push(
-                    strategy
-                        .new_tree(&mut rng_runner)
-                        .map_err(|e| Error::Config(format!("schedule generation: {e}")))?,
-                );
+                // The generator as it was before this case: shrinking draws the tree again.
+                let rng = rng_runner.rng().clone();
+                let tree = strategy
+                    .new_tree(&mut rng_runner)
+                    .map_err(|e| Error::Config(format!("schedule generation: {e}")))?;
+                trees.push((
+                    tree.current(),
+                    TreeSource::new(strategy.clone(), rng, config.clone()),
+                ));
             }
-            let jobs: Vec<(Schedule, u64)> =
-                trees.iter().map(|t| (t.current(), next_case())).collect();
+            let jobs: Vec<(Schedule, u64)> = trees
+                .iter()
+                .map(|(s, _)| (s.clone(), next_case()))
+                .collect();
             let schedules: Vec<Schedule> = jobs.iter().map(|(s, _)| s.clone()).collect();
             let results = self.run_batch(&runner, jobs);
-            for ((tree, outcome), schedule) in trees.into_iter().zip(results).zip(schedules) {
+            for (((_, tree), outcome), schedule) in trees.into_iter().zip(results).zip(schedules) {
                 let (result, dir) = outcome?;
                 case += 1;
                 summary.cases += 1;
@@ -177,7 +187,7 @@ impl Harness {
                 let kind = result.verdict.primary_kind();
                 if is_latent(kind) {
                     if !matches!(latent, Some(Latent::Case(..))) {
-                        latent = Some(Latent::Case(Box::new(tree), result, dir, case));
+                        latent = Some(Latent::Case(Box::new((schedule, tree)), result, dir, case));
                     }
                     continue;
                 }
@@ -185,7 +195,8 @@ impl Harness {
                 // is dropped.
                 return self.shrink(
                     &runner,
-                    Box::new(tree),
+                    schedule,
+                    tree,
                     result,
                     dir,
                     kind,
@@ -196,10 +207,12 @@ impl Harness {
             }
         }
         match latent {
-            Some(Latent::Case(tree, result, dir, case)) => {
+            Some(Latent::Case(drawn, result, dir, case)) => {
                 let kind = result.verdict.primary_kind();
+                let (schedule, tree) = *drawn;
                 return self.shrink(
                     &runner,
+                    schedule,
                     tree,
                     result,
                     dir,
@@ -263,11 +276,6 @@ impl Harness {
         runner: &CaseRunner,
         jobs: Vec<(Schedule, u64)>,
     ) -> Vec<Result<(CaseResult, tempfile::TempDir)>> {
-        let alone = |s: &Schedule| {
-            s.faults.iter().any(|f| {
-                matches!(f, crate::Fault::BrokerRestart { .. }) || f.cluster_fault().is_some()
-            })
-        };
         let width = if jobs.iter().any(|(s, _)| alone(s)) {
             1
         } else {
@@ -302,7 +310,8 @@ impl Harness {
     fn shrink(
         &self,
         runner: &CaseRunner,
-        mut tree: Box<dyn ValueTree<Value = Schedule>>,
+        mut schedule: Schedule,
+        source: TreeSource<Schedule>,
         mut result: CaseResult,
         mut dir: tempfile::TempDir,
         kind: Option<ViolationKind>,
@@ -322,7 +331,15 @@ impl Harness {
             .unwrap_or(self.tries)
             .max(1);
         let started = Instant::now();
-        let mut schedule = tree.current();
+        // Drawn again exactly (the strategy is deterministic in its generator; a unit test
+        // holds it to that): else proptest's steps are skipped, the one-fault deletions below
+        // still run.
+        let redrawn = source.after(&[]).as_ref() == Some(&schedule);
+        if !redrawn {
+            self.progress_line(
+                "shrink: the failing case could not be drawn again; one-fault deletions only",
+            );
+        }
         let original = schedule.clone();
         let mut steps = 0;
         let mut iters = 0;
@@ -332,59 +349,84 @@ impl Harness {
         // failing schedule in hand is kept again, a schedule that held is dropped again,
         // without running either (a step still counts toward the budget).
         let mut held: HashSet<Schedule> = HashSet::new();
-        // proptest's shrink loop: simplify while the candidate still fails, complicate when it passes.
-        let mut simplify = true;
-        while iters < max_iters && started.elapsed() < max_time {
-            let moved = if simplify {
-                tree.simplify()
-            } else {
-                tree.complicate()
-            };
-            if !moved {
-                break;
+        // proptest's shrink loop — simplify while the candidate still fails, complicate when
+        // it passes — a few steps at a time (see `speculate`).
+        let mut history = Vec::new();
+        let mut last_failed = true;
+        while redrawn && iters < max_iters && started.elapsed() < max_time {
+            let depth = speculate::depth(self.parallelism(), tries, alone(&schedule));
+            let nodes = speculate::plan(&source, &history, last_failed, depth);
+            let mut unknown: Vec<Schedule> = Vec::new();
+            for c in nodes.iter().filter_map(|n| n.candidate.as_ref()) {
+                if *c != schedule && !held.contains(c) && !unknown.contains(c) {
+                    unknown.push(c.clone());
+                }
             }
-            iters += 1;
-            let candidate = tree.current();
-            let known = if candidate == schedule {
-                Some(true)
-            } else {
-                held.contains(&candidate).then_some(false)
-            };
-            if let Some(fails) = known {
+            let jobs: Vec<(Schedule, u64)> = unknown
+                .iter()
+                .flat_map(|c| (0..tries).map(move |_| c.clone()))
+                .map(|c| (c, next_case()))
+                .collect();
+            let labels: Vec<Schedule> = jobs.iter().map(|(c, _)| c.clone()).collect();
+            // Per candidate run: its first failing try (`None`: every try held).
+            let mut answers: HashMap<Schedule, Option<(CaseResult, tempfile::TempDir)>> =
+                HashMap::new();
+            for (candidate, outcome) in labels.into_iter().zip(self.run_batch(runner, jobs)) {
+                let (r, d) = outcome?;
+                let slot = answers.entry(candidate).or_insert(None);
+                if slot.is_none()
+                    && !r.verdict.holds()
+                    && kind.is_none_or(|k| r.verdict.kinds().contains(&k))
+                {
+                    *slot = Some((r, d));
+                }
+            }
+            let walk = speculate::walk(&nodes, last_failed, max_iters - iters, |candidate| {
+                let (fails, known) = if *candidate == schedule {
+                    (true, true)
+                } else if held.contains(candidate) {
+                    (false, true)
+                } else {
+                    match answers.remove(candidate) {
+                        Some(Some((r, d))) => {
+                            result = r;
+                            dir = d;
+                            (true, false)
+                        }
+                        Some(None) => (false, false),
+                        None => return None,
+                    }
+                };
                 self.progress_line(&format!(
-                    "shrink step {iters} · {} · {} (answered before, not run again)",
-                    faults_word(&candidate),
+                    "shrink step {} · {} · {}{}",
+                    iters + 1,
+                    faults_word(candidate),
                     if fails {
                         "still fails: kept"
                     } else {
                         "holds: dropped"
+                    },
+                    if known {
+                        " (answered before, not run again)"
+                    } else {
+                        ""
                     }
                 ));
-                simplify = fails;
-                continue;
-            }
-            let failed = self.fails_with(runner, &candidate, kind, tries, next_case)?;
-            self.progress_line(&format!(
-                "shrink step {iters} · {} · {}",
-                faults_word(&candidate),
-                if failed.is_some() {
-                    "still fails: kept"
+                iters += 1;
+                if fails {
+                    if !known {
+                        schedule = candidate.clone();
+                        steps += 1;
+                    }
                 } else {
-                    "holds: dropped"
+                    held.insert(candidate.clone());
                 }
-            ));
-            if failed.is_none() {
-                held.insert(candidate.clone());
-            }
-            match failed {
-                Some((r, d)) => {
-                    schedule = candidate;
-                    result = r;
-                    dir = d;
-                    steps += 1;
-                    simplify = true;
-                }
-                None => simplify = false,
+                Some(fails)
+            });
+            history.extend(walk.moves);
+            last_failed = walk.last_failed;
+            if walk.ended {
+                break;
             }
         }
         // A fault that never fired in the failing run cannot be its cause: drop them all and
@@ -618,6 +660,15 @@ impl Harness {
         }
         Ok(reproduced)
     }
+}
+
+/// Whether a schedule's case must run with no other case beside it: killing a broker or cutting
+/// links under other cases would inject faults they did not schedule.
+fn alone(schedule: &Schedule) -> bool {
+    schedule
+        .faults
+        .iter()
+        .any(|f| matches!(f, crate::Fault::BrokerRestart { .. }) || f.cluster_fault().is_some())
 }
 
 /// A failing run and what produced it.
@@ -873,7 +924,7 @@ enum Latent {
     Discovery(Schedule, CaseResult, tempfile::TempDir),
     /// A generated case did.
     Case(
-        Box<dyn ValueTree<Value = Schedule>>,
+        Box<(Schedule, TreeSource<Schedule>)>,
         CaseResult,
         tempfile::TempDir,
         u32,

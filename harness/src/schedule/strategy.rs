@@ -59,17 +59,32 @@ pub struct FaultKinds {
     pub network_faults: bool,
 }
 
+impl FaultKinds {
+    /// Every kind off: the base to switch on exactly the kinds wanted.
+    ///
+    /// ```
+    /// use kafka_harness::FaultKinds;
+    /// let only_pauses = FaultKinds { pauses: true, ..FaultKinds::NONE };
+    /// assert!(!only_pauses.crashes && only_pauses.pauses);
+    /// ```
+    pub const NONE: FaultKinds = FaultKinds {
+        crashes: false,
+        kills: false,
+        random_kills: false,
+        sink_failures: false,
+        rebalances: false,
+        broker_faults: false,
+        pauses: false,
+        network_faults: false,
+    };
+}
+
 impl Default for FaultKinds {
     fn default() -> Self {
         FaultKinds {
             crashes: true,
             kills: true,
-            random_kills: false,
-            sink_failures: false,
-            rebalances: false,
-            broker_faults: false,
-            pauses: false,
-            network_faults: false,
+            ..FaultKinds::NONE
         }
     }
 }
@@ -598,6 +613,49 @@ mod tests {
             brokers: 3,
             links: true,
             transactional: false,
+        }
+    }
+
+    /// Shrinking draws a failing case's tree again from a copy of the generator and replays
+    /// proptest's moves on it (harness::speculate): two trees drawn from the same generator state
+    /// must stay equal through any sequence of moves.
+    #[test]
+    fn a_schedule_tree_drawn_again_shrinks_the_same_way() {
+        use proptest::test_runner::{Config, RngAlgorithm, TestRng};
+        let strategy = ScheduleSpace {
+            kinds: FaultKinds {
+                pauses: true,
+                ..space().kinds
+            },
+            ..space()
+        }
+        .strategy();
+        let mut generator = TestRunner::new_with_rng(
+            Config::default(),
+            TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
+        );
+        for case in 0..60 {
+            let rng = generator.rng().clone();
+            let mut first = strategy.new_tree(&mut generator).unwrap();
+            let mut again = TestRunner::new_with_rng(Config::default(), rng);
+            let mut second = strategy.new_tree(&mut again).unwrap();
+            for step in 0..40 {
+                assert_eq!(
+                    first.current(),
+                    second.current(),
+                    "case {case}, step {step}"
+                );
+                // A made-up outcome: "fails" while more than one fault is left.
+                let (a, b) = if first.current().faults.len() > 1 || step % 3 == 0 {
+                    (first.simplify(), second.simplify())
+                } else {
+                    (first.complicate(), second.complicate())
+                };
+                assert_eq!(a, b);
+                if !a {
+                    break;
+                }
+            }
         }
     }
 

@@ -144,6 +144,20 @@ fn run_fixture(name: &str, test: &str, schedule: &Schedule) -> (kafka_harness::C
     (result, timeline)
 }
 
+/// The case broke the guarantee, first of all with `kind`.
+fn assert_primary(
+    result: &kafka_harness::CaseResult,
+    timeline: &str,
+    kind: kafka_harness::ViolationKind,
+) {
+    assert_eq!(
+        result.verdict.primary_kind(),
+        Some(kind),
+        "{:?}\n{timeline}",
+        result.verdict
+    );
+}
+
 /// A pause at `before-commit-transaction`, past the session timeout: the second member's
 /// producer (same `transactional.id`) fences the paused one. 2 partitions, so after the zombie rejoins both members hold one. (A
 /// consumer that swallows that failure is not caught this way: the rebalance the zombie's
@@ -185,11 +199,10 @@ fn a_commit_refused_to_a_zombie_and_retried_later_moves_the_offset_back() {
         "a_commit_refused_to_a_zombie_and_retried_later_moves_the_offset_back",
         &paused_at("before-commit", 2, 12, 1, 3),
     );
-    assert_eq!(
-        result.verdict.primary_kind(),
-        Some(kafka_harness::ViolationKind::CommitBackwards),
-        "{:?}\n{timeline}",
-        result.verdict
+    assert_primary(
+        &result,
+        &timeline,
+        kafka_harness::ViolationKind::CommitBackwards,
     );
     eprintln!("{timeline}");
 }
@@ -223,12 +236,7 @@ fn a_transaction_that_expired_in_a_pause_and_was_swallowed_loses_its_output() {
             .any(|e| matches!(e.kind, EventKind::Started { primary: false, .. })),
         "a second member was started for a pause inside the session timeout:\n{timeline}"
     );
-    assert_eq!(
-        result.verdict.primary_kind(),
-        Some(kafka_harness::ViolationKind::OutputLost),
-        "{:?}\n{timeline}",
-        result.verdict
-    );
+    assert_primary(&result, &timeline, kafka_harness::ViolationKind::OutputLost);
 }
 
 /// Found by the fixtures suite (a CI run, a random seed): `at_least_once_stored_offsets` —
@@ -239,41 +247,29 @@ fn a_transaction_that_expired_in_a_pause_and_was_swallowed_loses_its_output() {
 /// "the committed offset never goes backwards" is broken, 3/3 on replay.
 #[test]
 fn an_auto_committing_zombie_woken_in_its_revoke_handler_moves_the_offset_back() {
-    let schedule = Schedule {
-        faults: vec![
-            Fault::PauseAt {
-                point: "revoke".into(),
-                hit: 1,
-                millis: 2500,
-            },
-            Fault::SinkFailure {
-                write: 2,
-                failure: kafka_harness::schedule::SinkFailure::Transient,
-                writes: 1,
-                millis: None,
-            },
-            Fault::RebalanceAfter {
-                after: "sink-outage".into(),
-                point: "revoke".into(),
-                hit: 1,
-            },
-        ],
-        ..Schedule::new(Workload {
-            messages: 2,
-            partitions: 1,
-            keys: 1,
-        })
-    };
+    let mut schedule = paused_at("revoke", 1, 2, 1, 1);
+    schedule.faults.extend([
+        Fault::SinkFailure {
+            write: 2,
+            failure: kafka_harness::schedule::SinkFailure::Transient,
+            writes: 1,
+            millis: None,
+        },
+        Fault::RebalanceAfter {
+            after: "sink-outage".into(),
+            point: "revoke".into(),
+            hit: 1,
+        },
+    ]);
     let (result, timeline) = run_fixture(
         "at_least_once_stored_offsets",
         "an_auto_committing_zombie_woken_in_its_revoke_handler_moves_the_offset_back",
         &schedule,
     );
-    assert_eq!(
-        result.verdict.primary_kind(),
-        Some(kafka_harness::ViolationKind::CommitBackwards),
-        "{:?}\n{timeline}",
-        result.verdict
+    assert_primary(
+        &result,
+        &timeline,
+        kafka_harness::ViolationKind::CommitBackwards,
     );
     eprintln!("{timeline}");
 }
