@@ -353,12 +353,27 @@ impl Harness {
         // it passes — a few steps at a time (see `speculate`).
         let mut history = Vec::new();
         let mut last_failed = true;
+        // Candidates run but not yet reached by the walk (a later round may reach them).
+        let mut answers: HashMap<Schedule, Answer> = HashMap::new();
         while redrawn && iters < max_iters && started.elapsed() < max_time {
-            let depth = speculate::depth(self.parallelism(), tries, alone(&schedule));
-            let nodes = speculate::plan(&source, &history, last_failed, depth);
+            let room = max_iters - iters;
+            let fit = |by_itself| speculate::depth(self.parallelism(), tries, by_itself).min(room);
+            let mut nodes = speculate::plan(&source, &history, last_failed, fit(alone(&schedule)));
+            if nodes.len() > 1
+                && nodes
+                    .iter()
+                    .any(|n| n.candidate.as_ref().is_some_and(alone))
+            {
+                // A candidate with a cluster fault runs alone: the batch would run one by one.
+                nodes = speculate::plan(&source, &history, last_failed, 1);
+            }
             let mut unknown: Vec<Schedule> = Vec::new();
             for c in nodes.iter().filter_map(|n| n.candidate.as_ref()) {
-                if *c != schedule && !held.contains(c) && !unknown.contains(c) {
+                if *c != schedule
+                    && !held.contains(c)
+                    && !answers.contains_key(c)
+                    && !unknown.contains(c)
+                {
                     unknown.push(c.clone());
                 }
             }
@@ -368,32 +383,42 @@ impl Harness {
                 .map(|c| (c, next_case()))
                 .collect();
             let labels: Vec<Schedule> = jobs.iter().map(|(c, _)| c.clone()).collect();
-            // Per candidate run: its first failing try (`None`: every try held).
-            let mut answers: HashMap<Schedule, Option<(CaseResult, tempfile::TempDir)>> =
-                HashMap::new();
             for (candidate, outcome) in labels.into_iter().zip(self.run_batch(runner, jobs)) {
-                let (r, d) = outcome?;
-                let slot = answers.entry(candidate).or_insert(None);
-                if slot.is_none()
-                    && !r.verdict.holds()
-                    && kind.is_none_or(|k| r.verdict.kinds().contains(&k))
-                {
-                    *slot = Some((r, d));
+                // A candidate's tries in order, as one run after another would see them: the
+                // first failing try answers; an error before it is the answer instead.
+                let slot = answers.entry(candidate).or_insert(Answer::Held);
+                if let Answer::Held = slot {
+                    *slot = match outcome {
+                        Err(e) => Answer::Error(e),
+                        Ok((r, d))
+                            if !r.verdict.holds()
+                                && kind.is_none_or(|k| r.verdict.kinds().contains(&k)) =>
+                        {
+                            Answer::Failed(Box::new(r), d)
+                        }
+                        Ok(_) => Answer::Held,
+                    };
                 }
             }
-            let walk = speculate::walk(&nodes, last_failed, max_iters - iters, |candidate| {
+            // An error is raised only if the walk reaches its candidate.
+            let mut error = None;
+            let walk = speculate::walk(&nodes, last_failed, room, |candidate| {
                 let (fails, known) = if *candidate == schedule {
                     (true, true)
                 } else if held.contains(candidate) {
                     (false, true)
                 } else {
                     match answers.remove(candidate) {
-                        Some(Some((r, d))) => {
-                            result = r;
+                        Some(Answer::Failed(r, d)) => {
+                            result = *r;
                             dir = d;
                             (true, false)
                         }
-                        Some(None) => (false, false),
+                        Some(Answer::Held) => (false, false),
+                        Some(Answer::Error(e)) => {
+                            error = Some(e);
+                            return None;
+                        }
                         None => return None,
                     }
                 };
@@ -423,6 +448,9 @@ impl Harness {
                 }
                 Some(fails)
             });
+            if let Some(e) = error {
+                return Err(e);
+            }
             history.extend(walk.moves);
             last_failed = walk.last_failed;
             if walk.ended {
@@ -660,6 +688,16 @@ impl Harness {
         }
         Ok(reproduced)
     }
+}
+
+/// What the runs of a shrink candidate said.
+enum Answer {
+    /// Every try held (or failed another way).
+    Held,
+    /// A try failed the same way: its result and case directory.
+    Failed(Box<CaseResult>, tempfile::TempDir),
+    /// A try could not run, before any failed.
+    Error(Error),
 }
 
 /// Whether a schedule's case must run with no other case beside it: killing a broker or cutting

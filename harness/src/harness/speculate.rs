@@ -238,6 +238,7 @@ mod tests {
                     Move::Complicate => tree.complicate(),
                 };
                 if !moved {
+                    assert_eq!(src.after(&moves[..=i]), None, "seed {seed}");
                     break;
                 }
                 assert_eq!(src.after(&moves[..=i]), Some(tree.current()), "seed {seed}");
@@ -270,7 +271,6 @@ mod tests {
                     loop {
                         rounds += 1;
                         let nodes = plan(&src, &history, last_failed, d);
-                        assert!(nodes.len() < 1 << d);
                         let w = walk(&nodes, last_failed, u32::MAX, |c| {
                             let f = fails(c);
                             if f {
@@ -306,6 +306,121 @@ mod tests {
         });
         assert_eq!(w.moves, vec![Move::Simplify]);
         assert!(!w.last_failed && !w.ended);
+    }
+
+    /// The harness's shrink loop before speculation: proptest's loop with a memo (the value in
+    /// hand is kept again and a value that held is dropped again without running; each still
+    /// counts toward the budget). The values kept, the steps, the values run.
+    fn sequential_with_memo(
+        src: &TreeSource<Value>,
+        fails: Predicate,
+        budget: u32,
+    ) -> (Vec<Value>, u32, Vec<Value>) {
+        let mut runner = TestRunner::new_with_rng(src.config.clone(), src.rng.clone());
+        let mut tree = src.strategy.new_tree(&mut runner).unwrap();
+        let mut current = tree.current();
+        let (mut kept, mut held, mut ran) = (vec![], vec![], vec![]);
+        let mut simplify = true;
+        let mut steps = 0;
+        while steps < budget {
+            let moved = if simplify {
+                tree.simplify()
+            } else {
+                tree.complicate()
+            };
+            if !moved {
+                break;
+            }
+            steps += 1;
+            let c = tree.current();
+            simplify = if c == current {
+                true
+            } else if held.contains(&c) {
+                false
+            } else {
+                ran.push(c.clone());
+                fails(&c)
+            };
+            if simplify && c != current {
+                current = c.clone();
+                kept.push(c);
+            } else if !simplify && !held.contains(&c) {
+                held.push(c);
+            }
+        }
+        (kept, steps, ran)
+    }
+
+    /// The same with speculation, as search.rs drives it: per round, the candidates neither
+    /// in hand, nor held, nor answered in an earlier round are run; the walk answers from the
+    /// memo first and stops before a candidate it has no answer for.
+    #[test]
+    fn speculation_with_the_memo_keeps_what_the_sequential_loop_keeps() {
+        let predicates: [Predicate; 3] = [
+            &|v| v.0 >= 137,
+            &|v| v.1.iter().filter(|b| **b > 20).count() >= 2,
+            &|v| v.0 % 7 == 3 || v.1.len() >= 3,
+        ];
+        for seed in 0..30 {
+            let src = source(seed);
+            let initial = src.after(&[]).unwrap();
+            for (p, fails) in predicates.iter().enumerate() {
+                if !fails(&initial) {
+                    continue;
+                }
+                for budget in [1, 5, 32] {
+                    let (expected, steps, ran) = sequential_with_memo(&src, *fails, budget);
+                    for d in 1..=4 {
+                        let mut current = initial.clone();
+                        let (mut kept, mut held) = (vec![], vec![]);
+                        let mut answers: std::collections::HashMap<Value, bool> =
+                            Default::default();
+                        let mut run = vec![];
+                        let (mut history, mut last_failed, mut iters) = (vec![], true, 0);
+                        while iters < budget {
+                            let nodes = plan(&src, &history, last_failed, d.min(budget - iters));
+                            for c in nodes.iter().filter_map(|n| n.candidate.as_ref()) {
+                                if *c != current && !held.contains(c) && !answers.contains_key(c) {
+                                    run.push(c.clone());
+                                    answers.insert(c.clone(), fails(c));
+                                }
+                            }
+                            let w = walk(&nodes, last_failed, budget - iters, |c| {
+                                let failed = if *c == current {
+                                    true
+                                } else if held.contains(c) {
+                                    false
+                                } else {
+                                    answers.remove(c)?
+                                };
+                                iters += 1;
+                                if failed && *c != current {
+                                    current = c.clone();
+                                    kept.push(c.clone());
+                                } else if !failed && !held.contains(c) {
+                                    held.push(c.clone());
+                                }
+                                Some(failed)
+                            });
+                            history.extend(&w.moves);
+                            last_failed = w.last_failed;
+                            if w.ended {
+                                break;
+                            }
+                        }
+                        let at = format!("seed {seed}, predicate {p}, budget {budget}, depth {d}");
+                        assert_eq!(kept, expected, "{at}");
+                        assert_eq!(iters, steps, "{at}");
+                        // Every value the sequential loop ran was run here too (speculation
+                        // runs more, never fewer).
+                        assert!(ran.iter().all(|v| run.contains(v)), "{at}");
+                        if d == 1 {
+                            assert_eq!(run.len(), ran.len(), "{at}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
