@@ -121,6 +121,12 @@ pub(crate) const TAKEOVER_PAUSE_MS: u64 = 1000;
 /// lag 0 is the harness's shortcut, and it must not cut off what a fault set in motion.
 const AFTER_WAKE: Duration = Duration::from_millis(2000);
 
+/// How long a worker that has shown no sign of work (no event, no output record, no commit)
+/// may sit before it is called idle: a consumer's start — its first join, a transactional
+/// producer's `init_transactions` — takes seconds on a 3-broker cluster (the idle limit,
+/// 2.5 s by default, applies once it has started).
+const STARTING: Duration = Duration::from_secs(15);
+
 /// Where a `pause-at` stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pause {
@@ -252,6 +258,16 @@ impl Case<'_> {
 
     pub(super) fn orchestrator(&mut self, kind: EventKind) {
         self.record(0, kind);
+    }
+
+    /// How long a worker may show no change before it is called idle: longer while it has
+    /// shown no sign of work at all (see [`STARTING`]).
+    fn idle_limit(&self, started: bool) -> Duration {
+        if started {
+            self.runner.timing.idle
+        } else {
+            self.runner.timing.idle.max(STARTING)
+        }
     }
 
     fn idle_stopped(&mut self, worker: Incarnation, idle: Duration) {
@@ -459,7 +475,10 @@ impl Case<'_> {
         let mut last_change = Instant::now();
         // Set when the worker sat idle with lag left and is stopped for it.
         let mut idle: Option<Duration> = None;
-        let mut last_len = (0, 0);
+        let mut last_len = (0, 0, 0);
+        // Whether the worker has shown any sign of work yet (an event, an output record, a
+        // commit): until then it is starting, not idle.
+        let mut started = false;
         let mut last_seen = self.seen.clone();
         let mut handled_requests = 0;
         let mut handled_pauses = 0;
@@ -630,12 +649,18 @@ impl Case<'_> {
                     break;
                 }
                 let peer_len = peer.as_ref().map_or(0, |p| p.progress(output).len);
-                let lens = (progress.len, peer_len);
+                let lens = (progress.len, peer_len, output_effects);
+                // A worker that has shown nothing yet may still be starting: a consumer built
+                // by the user's own code (no event of its own) can spend seconds in
+                // `init_transactions` or its first join on a 3-broker cluster, and stopping it
+                // there as idle would skip the faults due at its first records.
+                let idle_after = self.idle_limit(started);
                 if lens != last_len || self.seen != last_seen {
+                    started = true;
                     last_len = lens;
                     last_seen = self.seen.clone();
                     last_change = Instant::now();
-                } else if last_change.elapsed() >= self.runner.timing.idle {
+                } else if last_change.elapsed() >= idle_after {
                     // The reads above can block for seconds (a committed-offset read waits
                     // out a pending transactional commit): a worker that died meanwhile ended,
                     // it did not sit idle.
@@ -793,6 +818,7 @@ impl Case<'_> {
             let mut exited = false;
             let mut last_change = Instant::now();
             let mut last = (0, self.seen.clone());
+            let mut shown_work = false;
             while started.elapsed() <= self.runner.timing.drain {
                 if let Some(exit) = w.process.try_exit()? {
                     self.ended(&w, exit);
@@ -818,7 +844,8 @@ impl Case<'_> {
                 if now != last {
                     last = now;
                     last_change = Instant::now();
-                } else if last_change.elapsed() >= self.runner.timing.idle {
+                    shown_work = true;
+                } else if last_change.elapsed() >= self.idle_limit(shown_work) {
                     // As in an incarnation: the lag read may have blocked while it died.
                     if let Some(exit) = w.process.try_exit()? {
                         self.ended(&w, exit);
