@@ -7,6 +7,14 @@ use kafka_harness::trace::{EventKind, Trace};
 use kafka_harness::{Fault, Workload};
 use kafka_harness_fixtures::{at_least_once, Fixture};
 
+/// One case at a time: a pause's outcome is a race against timeouts (a session timeout, a
+/// transaction timeout) that a second case's processes on these 2 cores would slow down.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn schedule(millis: u64) -> Schedule {
     Schedule {
         faults: vec![Fault::PauseAt {
@@ -28,6 +36,7 @@ fn at(trace: &Trace, pred: impl Fn(&EventKind) -> bool) -> Option<u64> {
 
 #[test]
 fn a_pause_past_the_session_timeout_wakes_a_zombie_after_a_second_member_took_over() {
+    let _one = one_at_a_time();
     let result = Fixture::named("at_least_once")
         .unwrap()
         .harness()
@@ -86,6 +95,7 @@ fn a_pause_past_the_session_timeout_wakes_a_zombie_after_a_second_member_took_ov
 
 #[test]
 fn a_short_pause_is_ridden_out_without_a_takeover() {
+    let _one = one_at_a_time();
     let result = Fixture::named("at_least_once")
         .unwrap()
         .harness()
@@ -167,8 +177,21 @@ fn transactional_zombie() -> Schedule {
     paused_at("before-commit-transaction", 1, 16, 2, 4)
 }
 
+/// A pause at `before-commit-transaction` 2 s past a 2 s transaction timeout.
+fn expired_transaction() -> Schedule {
+    Schedule {
+        faults: vec![Fault::PauseAt {
+            point: "before-commit-transaction".into(),
+            hit: 1,
+            millis: 4000,
+        }],
+        ..transactional_zombie()
+    }
+}
+
 #[test]
 fn a_fenced_transactional_zombie_is_harmless_when_its_error_ends_it() {
+    let _one = one_at_a_time();
     let (result, timeline) = run_fixture(
         "exactly_once_transactional",
         "a_fenced_transactional_zombie_is_harmless_when_its_error_ends_it",
@@ -194,6 +217,7 @@ fn a_fenced_transactional_zombie_is_harmless_when_its_error_ends_it() {
 
 #[test]
 fn a_commit_refused_to_a_zombie_and_retried_later_moves_the_offset_back() {
+    let _one = one_at_a_time();
     let (result, timeline) = run_fixture(
         "retry_failed_commit_later",
         "a_commit_refused_to_a_zombie_and_retried_later_moves_the_offset_back",
@@ -207,16 +231,20 @@ fn a_commit_refused_to_a_zombie_and_retried_later_moves_the_offset_back() {
     eprintln!("{timeline}");
 }
 
-/// `txn_swallows_commit_error` keeps a 6 s session timeout: a 2.5 s pause at
+/// `txn_swallows_commit_error` keeps a 6 s session timeout: a 4 s pause at
 /// `before-commit-transaction` does not cost it its partitions (no second member is started,
 /// no rebalance resets its position) but outlives its 2 s transaction timeout, so the broker
-/// aborts the open transaction; the consumer swallows the failed commit and moves on.
+/// aborts the open transaction; the consumer swallows the failed commit and moves on. (The
+/// broker aborts at its first cleanup scan — every 0.5 s here — past the timeout: a 2.5 s
+/// pause woke the worker only a few ms after the latest such scan, a race a slow scan on a
+/// loaded machine could lose.)
 #[test]
 fn a_transaction_that_expired_in_a_pause_and_was_swallowed_loses_its_output() {
+    let _one = one_at_a_time();
     let (result, timeline) = run_fixture(
         "txn_swallows_commit_error",
         "a_transaction_that_expired_in_a_pause_and_was_swallowed_loses_its_output",
-        &transactional_zombie(),
+        &expired_transaction(),
     );
     let t = &result.trace;
     // The pause said the consumer's own session timeout, and no member took over.
@@ -247,6 +275,7 @@ fn a_transaction_that_expired_in_a_pause_and_was_swallowed_loses_its_output() {
 /// "the committed offset never goes backwards" is broken, 3/3 on replay.
 #[test]
 fn an_auto_committing_zombie_woken_in_its_revoke_handler_moves_the_offset_back() {
+    let _one = one_at_a_time();
     let mut schedule = paused_at("revoke", 1, 2, 1, 1);
     schedule.faults.extend([
         Fault::SinkFailure {
