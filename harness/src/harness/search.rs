@@ -105,6 +105,10 @@ impl Harness {
             },
             links: cluster.backend().network_faults(),
             transactional: self.guarantee == Guarantee::ExactlyOnceTransactional,
+            effects: runner.sink.semantics() == crate::trace::SinkSemantics::OutputTopic
+                || points
+                    .iter()
+                    .any(|(p, _)| p == crate::worker::points::AFTER_SINK_WRITE),
         };
         if self.kinds.broker_faults && !cluster.backend().broker_faults() {
             eprintln!(

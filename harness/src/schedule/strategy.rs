@@ -124,6 +124,13 @@ pub struct ScheduleSpace {
     /// Whether the worker is transactional: broker faults then also target its transaction
     /// coordinator.
     pub transactional: bool,
+    /// Whether the harness can count the worker's effects: its writes go through the harness's
+    /// sink (`after-sink-write` hits), or its output is the case's output topic. A consumer
+    /// that writes with its own client (its own database connection) shows no effects, so
+    /// faults triggered after N effects — kills, broker and network faults, rebalances of a
+    /// consumer without crash points — are not generated for it: they would never fire, and a
+    /// case whose first incarnation waits for one runs its later faults never.
+    pub effects: bool,
 }
 
 impl ScheduleSpace {
@@ -334,7 +341,7 @@ impl ScheduleSpace {
                     .boxed(),
             ));
         }
-        if k.kills {
+        if k.kills && self.effects {
             options.push(single(
                 (1..=max_effects)
                     .prop_map(|effects| Fault::KillAfterEffects { effects })
@@ -395,7 +402,7 @@ impl ScheduleSpace {
                     .boxed(),
             );
         }
-        if k.rebalances {
+        if k.rebalances && (self.effects || !points.is_empty()) {
             if points.is_empty() {
                 options.push(single(
                     (1..=max_effects)
@@ -482,17 +489,16 @@ impl ScheduleSpace {
         // after a count of effects. Shrinks toward the point.
         let trigger = {
             let effects = (1..=max_effects).prop_map(Trigger::Effects);
-            if points.is_empty() {
-                effects.boxed()
-            } else {
-                prop_oneof![
-                    at_point(points.clone(), u32::MAX).prop_map(|(p, h)| Trigger::At(p, h)),
-                    effects
-                ]
-                .boxed()
+            // (`select` panics on no points: `at` is built only where there are some.)
+            let at = || at_point(points.clone(), u32::MAX).prop_map(|(p, h)| Trigger::At(p, h));
+            match (points.is_empty(), self.effects) {
+                (true, true) => Some(effects.boxed()),
+                (false, true) => Some(prop_oneof![at(), effects].boxed()),
+                (false, false) => Some(at().boxed()),
+                (true, false) => None,
             }
         };
-        if k.broker_faults && self.brokers > 0 {
+        if let (true, true, Some(trigger)) = (k.broker_faults, self.brokers > 0, trigger.clone()) {
             // Shrinks toward the coordinator of the group (one per case, whatever the
             // workload) and toward a kill with an immediate restart.
             let mut targets = vec![
@@ -532,7 +538,7 @@ impl ScheduleSpace {
                     .boxed(),
             ));
         }
-        if k.network_faults && self.links {
+        if let (true, true, Some(trigger)) = (k.network_faults, self.links, trigger) {
             // Shrinks toward a cut from the group coordinator.
             let mut targets = vec![
                 Just(LinkTarget::Coordinator).boxed(),
@@ -613,6 +619,7 @@ mod tests {
             brokers: 3,
             links: true,
             transactional: false,
+            effects: true,
         }
     }
 
@@ -698,6 +705,65 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A consumer whose effects the harness cannot count (its own database client, no output
+    /// topic) gets no fault triggered by an effect count — with every kind that has one on —,
+    /// and still gets faults at its crash points; one with no crash points either gets none
+    /// of those kinds at all.
+    #[test]
+    fn no_fault_waits_for_effects_a_consumer_does_not_show() {
+        let blind = ScheduleSpace {
+            kinds: FaultKinds {
+                kills: true,
+                rebalances: true,
+                broker_faults: true,
+                network_faults: true,
+                ..FaultKinds::NONE
+            },
+            effects: false,
+            ..space()
+        };
+        let counts_effects = |f: &Fault| {
+            matches!(
+                f,
+                Fault::KillAfterEffects { .. }
+                    | Fault::Rebalance { .. }
+                    | Fault::Broker { .. }
+                    | Fault::Network { .. }
+            )
+        };
+        let mut runner = TestRunner::deterministic();
+        let strategy = blind.strategy();
+        let (mut at_points, mut cluster) = (0, 0);
+        for _ in 0..300 {
+            let s = strategy.new_tree(&mut runner).unwrap().current();
+            assert!(!s.faults.iter().any(counts_effects), "{:?}", s.faults);
+            at_points += s.faults.len();
+            cluster += s
+                .faults
+                .iter()
+                .filter(|f| matches!(f, Fault::BrokerAt { .. } | Fault::NetworkAt { .. }))
+                .count();
+        }
+        assert!(at_points > 300 && cluster > 0);
+        // The same space with effects counted draws them.
+        let strategy = ScheduleSpace {
+            effects: true,
+            ..blind.clone()
+        }
+        .strategy();
+        let drawn = (0..100)
+            .flat_map(|_| strategy.new_tree(&mut runner).unwrap().current().faults)
+            .filter(counts_effects)
+            .count();
+        assert!(drawn > 0);
+        // No crash points and no effects: nothing those kinds could trigger.
+        let nothing = ScheduleSpace {
+            points: Vec::new(),
+            ..blind
+        };
+        assert!(nothing.fault_strategy(20).is_none());
     }
 
     /// Discovered points plus the anchors relative crashes count from.
