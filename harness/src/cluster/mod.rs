@@ -358,6 +358,8 @@ impl fmt::Debug for Cluster {
 }
 
 static SHARED: Mutex<Option<Arc<Cluster>>> = Mutex::new(None);
+/// [`Cluster::shared_with`]'s clusters, by their config's `Debug` text.
+static SHARED_BY_CONFIG: Mutex<Vec<(String, Arc<Cluster>)>> = Mutex::new(Vec::new());
 
 impl Cluster {
     /// Choose a backend from the environment (see the module docs), start it and wait until ready.
@@ -431,6 +433,35 @@ impl Cluster {
         let cluster = Arc::new(Cluster::from_env()?);
         *guard = Some(cluster.clone());
         reaper::at_exit(shutdown_shared);
+        Ok(cluster)
+    }
+
+    /// The cluster `config` describes, shared by every caller in this process that asks for the
+    /// same config: started (by [`Cluster::start`]) on first use and shut down when the process
+    /// exits, like [`Cluster::shared`]'s. For a test binary whose tests need a cluster other
+    /// than the environment's default — 3 brokers for broker faults — without starting one per
+    /// test. A failed start is not cached. In a worker process it is its orchestrator's cluster.
+    ///
+    /// ```no_run
+    /// use kafka_harness::{Cluster, ClusterConfig};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let three = Cluster::shared_with(ClusterConfig::from_env()?.brokers(3))?;
+    /// let again = Cluster::shared_with(ClusterConfig::from_env()?.brokers(3))?;
+    /// assert!(std::sync::Arc::ptr_eq(&three, &again));
+    /// # Ok(()) }
+    /// ```
+    pub fn shared_with(config: ClusterConfig) -> ClusterResult<Arc<Cluster>> {
+        let key = format!("{config:?}");
+        let mut guard = SHARED_BY_CONFIG.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, c)) = guard.iter().find(|(k, _)| *k == key) {
+            return Ok(c.clone());
+        }
+        let view = ClusterView::from_env().is_some();
+        let cluster = Arc::new(Cluster::start(config)?);
+        if guard.is_empty() && !view {
+            reaper::at_exit(shutdown_shared_by_config);
+        }
+        guard.push((key, cluster.clone()));
         Ok(cluster)
     }
 
@@ -696,6 +727,16 @@ impl Drop for Cluster {
     /// Best-effort safety net; call [`Cluster::shutdown`] to see errors.
     fn drop(&mut self) {
         let _ = self.backend.shutdown();
+    }
+}
+
+fn shutdown_shared_by_config() {
+    let taken = match SHARED_BY_CONFIG.lock() {
+        Ok(mut g) => std::mem::take(&mut *g),
+        Err(p) => std::mem::take(&mut *p.into_inner()),
+    };
+    for (_, c) in taken {
+        let _ = c.shutdown();
     }
 }
 

@@ -70,7 +70,15 @@ impl WorkerProcess {
         let err = out
             .try_clone()
             .map_err(|e| Error::io("creating the worker log", &out_path, e))?;
+        // The test body runs again in a worker up to the harness call, which never returns
+        // there (the worker exits or is killed: no destructor runs), so a temporary directory
+        // the body made first would outlive the case. A worker's TMPDIR is a directory of its
+        // case's, removed with the case.
+        let tmp = spec.case_dir.join("tmp");
+        std::fs::create_dir_all(&tmp)
+            .map_err(|e| Error::io("creating the worker's TMPDIR", &tmp, e))?;
         cmd.env(ENV_SPEC, &spec_path)
+            .env("TMPDIR", &tmp)
             .env_remove("RUST_TEST_THREADS")
             .stdin(Stdio::null())
             .stdout(out)

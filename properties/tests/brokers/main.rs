@@ -14,19 +14,21 @@ use kafka_harness::trace::EventKind;
 use kafka_harness::{Cluster, ClusterConfig, Fault, FaultKinds, Outcome, ViolationKind, Workload};
 use kafka_harness_fixtures::{at_least_once, Fixture};
 
-/// One 3-broker cluster at a time on this 2-core machine.
+/// One test at a time on the 3-broker cluster: a broker fault would fault the other tests' cases.
 static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// A 3-broker cluster (in a worker process: a view of its orchestrator's).
+/// The 3-broker cluster every test here shares (started by the first; shut down at exit; in a
+/// worker process, a view of its orchestrator's). Each test leaves it whole: a broker fault
+/// still in place when an incarnation ends is undone then.
 fn three_brokers() -> Arc<Cluster> {
     let config = ClusterConfig::from_env().unwrap_or_else(|e| panic!("{e}"));
-    let cluster = Cluster::start(config.brokers(3)).unwrap_or_else(|e| panic!("{e}"));
+    let cluster = Cluster::shared_with(config.brokers(3)).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         cluster.backend().broker_faults(),
         "broker faults need the containers or local backend, not {}",
         cluster.backend()
     );
-    Arc::new(cluster)
+    cluster
 }
 
 #[test]
@@ -98,7 +100,6 @@ fn correct_consumers_hold_while_leaders_and_coordinators_are_killed_and_frozen()
     }
     // After all that, the cluster is whole: every broker answers metadata again.
     cluster.wait_ready().unwrap_or_else(|e| panic!("{e}"));
-    cluster.shutdown().unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
@@ -149,7 +150,7 @@ fn generated_broker_faults_fire_and_a_correct_consumer_holds() {
         }
         Outcome::Failed(report) => panic!("a correct consumer was flagged:\n{report}"),
     }
-    cluster.shutdown().unwrap_or_else(|e| panic!("{e}"));
+    cluster.wait_ready().unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Run `fixture` on `cluster` with `fault` (12 messages, 2 partitions); returns the result
@@ -228,7 +229,7 @@ fn transactions_survive_their_coordinator_failing() {
             );
         }
     }
-    cluster.shutdown().unwrap_or_else(|e| panic!("{e}"));
+    cluster.wait_ready().unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// [`one_case`] with a network fault after 2 effects.
@@ -395,5 +396,5 @@ fn network_cuts_and_slow_links_are_ridden_out_by_a_correct_consumer() {
             .collect();
         assert_eq!(accepted_before, vec![1], "{fixture}:\n{timeline}");
     }
-    cluster.shutdown().unwrap_or_else(|e| panic!("{e}"));
+    cluster.wait_ready().unwrap_or_else(|e| panic!("{e}"));
 }

@@ -164,6 +164,9 @@ fn a_failure_leaves_an_html_page_a_browser_renders_and_a_junit_file() {
     }
 }
 
+/// The generator seed of `a_passing_check_reports_coverage_and_a_passing_junit_case`.
+const SEED: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
 #[test]
 fn a_passing_check_reports_coverage_and_a_passing_junit_case() {
     let _env = ENV.lock().unwrap_or_else(|p| p.into_inner());
@@ -174,6 +177,10 @@ fn a_passing_check_reports_coverage_and_a_passing_junit_case() {
         .name("report_of_at_least_once")
         .report_dir(dir.path())
         .html_for_passing(true)
+        // A fixed seed: this test is about the report, and the assertions below need a crash
+        // at a point among the 8 cases, which a fresh seed does not always draw (one CI run's
+        // 8 cases were kills after N effects and crashes the workload's end came before).
+        .seed(SEED)
         .cases(8)
         .check(at_least_once)
         .unwrap_or_else(|e| panic!("{e}"))
