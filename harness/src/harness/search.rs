@@ -8,7 +8,9 @@
 //! ```
 //!
 //! Shrinking takes proptest's own steps, several at a time side by side (`speculate`), then
-//! one-fault deletions side by side (`minimize`).
+//! one-fault deletions side by side (`minimize`). A failure whose minimal schedule reproduces
+//! in fewer than half its confirmation re-runs is kept while generation goes on: a later case
+//! that fails in a way that reproduces is reported instead, the kept one only if none does.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -72,6 +74,7 @@ impl Harness {
         // A latent failure (committed too far: a loss waiting for a crash) is kept while
         // generation looks for a realized one, which is what the report should show.
         let mut latent: Option<Latent> = None;
+        let mut timing_dependent: Option<Box<Report>> = None;
         if !first.verdict.holds() {
             let kind = first.verdict.primary_kind();
             if !is_latent(kind) {
@@ -195,9 +198,9 @@ impl Harness {
                     }
                     continue;
                 }
-                // The first realized failure in generation order wins; the rest of its batch
-                // is dropped.
-                return self.shrink(
+                // The first realized failure in generation order wins, unless its minimal
+                // schedule is timing-dependent; the rest of its batch is dropped.
+                let outcome = self.shrink(
                     &runner,
                     schedule,
                     tree,
@@ -207,8 +210,44 @@ impl Harness {
                     hex(&seed),
                     case,
                     &mut next_case,
-                );
+                )?;
+                match outcome {
+                    Outcome::Failed(report) if report.timing_dependent() => {
+                        // A schedule that reproduces is the report a user can act on, so
+                        // generation goes on looking for one (e.g. a crash after a record's
+                        // processing began, where this one raced an auto-commit's timer);
+                        // the best timing-dependent one is reported if none turns up.
+                        self.progress_line(&format!(
+                            "its minimal schedule reproduced {}/{}: timing-dependent; generation goes on for a failure that reproduces ({} case(s) left)",
+                            report.reproduced,
+                            report.confirm_runs,
+                            config.cases - case
+                        ));
+                        timing_dependent = Some(match timing_dependent.take() {
+                            Some(kept) if kept.reproduced >= report.reproduced => {
+                                discard(*report);
+                                kept
+                            }
+                            Some(kept) => {
+                                discard(*kept);
+                                report
+                            }
+                            None => report,
+                        });
+                    }
+                    outcome => {
+                        if let Some(kept) = timing_dependent {
+                            discard(*kept);
+                        }
+                        return Ok(outcome);
+                    }
+                }
             }
+        }
+        if let Some(mut kept) = timing_dependent {
+            // A later timing-dependent failure may have saved its schedule over this one's.
+            kept.saved = Some(self.save(&runner.name, &kept.schedule)?);
+            return Ok(Outcome::Failed(kept));
         }
         match latent {
             Some(Latent::Case(drawn, result, dir, case)) => {
@@ -691,6 +730,13 @@ impl Harness {
             }
         }
         Ok(reproduced)
+    }
+}
+
+/// Remove the case directory a report kept, when the report will not be shown.
+fn discard(report: Report) {
+    if let Some(dir) = report.case_dir {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
