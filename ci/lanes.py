@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
-"""Run the workspace's built test binaries in two lanes at once (ci/test's test step).
+"""Run the workspace's built test binaries on a few runners at once (ci/test's test step).
 
-Why: every broker-backed suite serializes its own cases (one cluster, one fixture, one pause
-at a time) and leaves the 2 cores mostly idle while it waits for brokers, so `cargo test
---workspace`, which runs binary after binary, took ≈1450 s in CI. Two lanes — each a list of
-binaries run one after another — keep the concurrency at two suites (what CI already ran: the
-embedded-mock fixtures suite beside the workspace tests) and balance the lanes' lengths.
+Why: every broker-bound suite serializes its own cases (one cluster, one fixture, one pause at
+a time) and leaves the 2 cores partly idle while it waits for brokers, so `cargo test
+--workspace`, which runs binary after binary, took ≈1450 s in CI; two fixed lanes took
+1000–1180 s for the longer one. Now the jobs — each test binary, and the two fixtures suites
+cut in halves by test name — wait in one queue, longest first, and each of `--lanes N`
+runners (default 3; env KAFKA_HARNESS_CI_LANES) takes the next one when it is free (longest
+processing time first: the lanes end close together without a hand-balanced table).
 
 Input: the JSON lines of `cargo test --workspace --no-run --message-format=json` on stdin.
 Each binary runs as `cargo test` would run it (working directory and CARGO_MANIFEST_DIR = its
-package's directory, CARGO_PKG_NAME its package), its output in target/ci-logs/<binary>.log;
-a failing binary's output from libtest's `failures:` section on (or its last 200 lines) is
-printed. A binary the lane table does not name runs in lane A: a new test binary is never
-skipped. Extra runs (the fixtures suite on the embedded mock) are listed in EXTRA. Exit status:
-0 when every binary passed.
+package's directory, CARGO_PKG_NAME its package), its output in target/ci-logs/<job>.log; a
+failing job's output from libtest's `failures:` section on (or its last 200 lines) is printed.
+A binary the weight table does not name runs too (at a middling weight): a new test binary is
+never skipped. Extra runs (the fixtures suite on the embedded mock) are listed in EXTRA. The
+CPU's busy share while the jobs ran is sampled from /proc/stat (target/ci-logs/cpu.log).
+Exit status: 0 when every job passed.
 """
 
 import json
@@ -23,35 +26,25 @@ import sys
 import threading
 import time
 
-# Lane of each test binary, by "<package>:<target>" (unit tests of a library: "<package>:lib").
-# Measured in CI, run one after another (2026-12-02): containers fixtures 502 s, brokers
-# 447 s, backend conformance 260 s, embedded fixtures 367 s, pauses 49 s, the rest ≈200 s
-# together; in two lanes (same day) each takes 10–30 % longer: lane A 1213 s and lane B 1014 s
-# before the oracle moved to lane B and the brokers suite began to share one 3-broker cluster
-# (586 → 374 s in its lane), then lane A ≈1000 s and lane B ≈880 s before the engine moved.
-# Lane B starts with the suites whose cases race broker timeouts (pauses, then the 3-broker
-# faults) while lane A runs its quickest binaries.
-LANE_B = [
-    "kafka-harness-properties:pauses",
-    "kafka-harness-properties:brokers",
-    "embedded:fixtures",
-    "kafka-harness-properties:oracle",
-    "kafka-harness:engine",
-]
-# Lane A order: the quick binaries first (a broken build of the basics fails fast), then the
-# conformance tests, then the containers fixtures suite.
-LANE_A_FIRST = [
-    "kafka-harness:lib",
-    "kafka-harness-fixtures:lib",
-    "kafka-harness-cli:kafka-harness",
-    "kafka-harness-cli:cli",
-    "kafka-harness:selection",
-    "kafka-harness:offsets",
-    "kafka-harness-properties:reports",
-    "kafka-harness-properties:unchanged",
-    "kafka-harness:cluster",
-]
-LANE_A_LAST = ["kafka-harness-properties:fixtures"]
+# Seconds each job took in CI (two lanes, 2026-12-02, 718e8b0): only the queue's order comes
+# from them, so drift costs balance, never coverage. A split binary's halves get half each.
+WEIGHT = {
+    "kafka-harness-properties:fixtures": 530,
+    "embedded:fixtures": 424,
+    "kafka-harness-properties:brokers": 354,
+    "kafka-harness:cluster": 232,
+    "kafka-harness-properties:oracle": 97,
+    "kafka-harness-properties:pauses": 53,
+    "kafka-harness:engine": 35,
+}
+# A binary the table does not name: somewhere in the middle of the queue.
+UNKNOWN_WEIGHT = 30
+# Binaries cut into parts by test name (each part a process of its own, with its own cluster):
+# the two fixtures suites are a quarter of the work each, too long for one runner.
+SPLIT = {
+    "kafka-harness-properties:fixtures": 2,
+    "embedded:fixtures": 2,
+}
 
 # Runs of a binary beyond its plain run: key -> (binary key, extra environment, log name).
 EXTRA = {
@@ -104,7 +97,7 @@ def binaries(lines):
     return out
 
 
-def run(key, exe, cwd, package, env_extra, log_name, logs, target, results):
+def environment(cwd, package, env_extra, target):
     env = dict(os.environ)
     # What `cargo test` sets when it runs a test binary (the harness's replay commands name
     # the package from CARGO_PKG_NAME).
@@ -114,70 +107,161 @@ def run(key, exe, cwd, package, env_extra, log_name, logs, target, results):
         env[k] = v.format(target=target)
         if k.endswith("_DIR"):
             os.makedirs(env[k], exist_ok=True)
-    log = os.path.join(logs, f"{log_name}.log")
-    say(f"    {key}: started ({os.path.relpath(exe)})")
+    return env
+
+
+def test_names(exe, cwd, env):
+    """The binary's tests, as libtest lists them (`--list --format terse`: "name: test")."""
+    out = subprocess.run(
+        [exe, "--list", "--format", "terse"], cwd=cwd, env=env, capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{exe} --list failed (exit {out.returncode}): {out.stderr[-2000:]}")
+    return [l[: -len(": test")] for l in out.stdout.splitlines() if l.endswith(": test")]
+
+
+class Job:
+    def __init__(self, key, exe, cwd, env, log_name, weight, tests=None):
+        self.key, self.exe, self.cwd, self.env = key, exe, cwd, env
+        self.log_name, self.weight, self.tests = log_name, weight, tests
+
+
+def jobs_for(key, found, target):
+    """The jobs of one lane-table key: one, or SPLIT[key] parts of its tests."""
+    if key in EXTRA:
+        base, env_extra, log_name = EXTRA[key]
+    else:
+        base, env_extra, log_name = key, {}, key.replace(":", "-")
+    exe, cwd, package = found[base]
+    env = environment(cwd, package, env_extra, target)
+    weight = WEIGHT.get(key, UNKNOWN_WEIGHT)
+    parts = SPLIT.get(key, 1)
+    if parts == 1:
+        return [Job(key, exe, cwd, env, log_name, weight)]
+    names = test_names(exe, cwd, env)
+    # Every part gets every parts-th test, in libtest's order; a test the listing shows is in
+    # exactly one part.
+    return [
+        Job(f"{key}[{i + 1}/{parts}]", exe, cwd, env, f"{log_name}-{i + 1}", weight / parts,
+            names[i::parts])
+        for i in range(parts)
+        if names[i::parts]
+    ]
+
+
+def run(job, lane_name, logs, results):
+    log = os.path.join(logs, f"{job.log_name}.log")
+    say(f"    [{lane_name}] {job.key}: started ({os.path.relpath(job.exe)})")
     t = time.time()
+    # --show-output: the passing tests' output (their MEASURE lines) stays in the log too.
+    args = [job.exe, "--show-output"]
+    if job.tests is not None:
+        args += ["--exact"] + job.tests
     with open(log, "wb") as f:
-        # --show-output: the passing tests' output (their MEASURE lines) stays in the log too.
-        rc = subprocess.call([exe, "--show-output"], cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT)
+        rc = subprocess.call(args, cwd=job.cwd, env=job.env, stdout=f, stderr=subprocess.STDOUT)
     secs = time.time() - t
     with open(log, "r", errors="replace") as f:
         text = f.read().splitlines()
     summary = [l for l in text if l.startswith("test result:")]
     status = "ok" if rc == 0 else f"FAILED (exit {rc})"
-    say(f"    {key}: {status} in {secs:.0f} s; {' | '.join(summary) or 'no libtest summary'}")
+    say(f"    [{lane_name}] {job.key}: {status} in {secs:.0f} s; {' | '.join(summary) or 'no libtest summary'}")
     if rc != 0:
         start = next((i for i, l in enumerate(text) if l == "failures:"), max(0, len(text) - 200))
-        say(f"---- {key}: output from line {start + 1} of {log} ----")
+        say(f"---- {job.key}: output from line {start + 1} of {log} ----")
         say("\n".join(text[start:]))
-        say(f"---- end of {key} ----")
-    results.append((key, rc, secs))
+        say(f"---- end of {job.key} ----")
+    results.append((job.key, rc, secs))
 
 
-def lane(name, keys, found, logs, target, results):
+def lane(name, queue, logs, results):
     t = time.time()
-    for key in keys:
-        if key in EXTRA:
-            base, env_extra, log_name = EXTRA[key]
-        else:
-            base, env_extra, log_name = key, {}, key.replace(":", "-")
-        if base not in found:
-            say(f"    {key}: no such test binary was built")
-            results.append((key, 1, 0.0))
-            continue
-        exe, cwd, package = found[base]
-        run(key, exe, cwd, package, env_extra, log_name, logs, target, results)
-    say(f"<== lane {name}: {time.time() - t:.0f} s")
+    ran = []
+    while True:
+        with LOCK:
+            job = queue.pop(0) if queue else None
+        if job is None:
+            break
+        ran.append(job.key)
+        run(job, name, logs, results)
+    say(f"<== lane {name}: {time.time() - t:.0f} s ({', '.join(ran)})")
+
+
+def cpu_times():
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields), idle
+
+
+def sample_cpu(path, stop, samples):
+    """Busy share of all cores every 10 s, until `stop` is set."""
+    last = cpu_times()
+    t0 = time.time()
+    with open(path, "w") as f:
+        f.write("seconds busy%\n")
+        while not stop.wait(10):
+            now = cpu_times()
+            total, idle = now[0] - last[0], now[1] - last[1]
+            last = now
+            if total > 0:
+                busy = 100.0 * (total - idle) / total
+                samples.append(busy)
+                f.write(f"{time.time() - t0:.0f} {busy:.0f}\n")
+                f.flush()
 
 
 def main():
     target = os.path.abspath(os.environ.get("CARGO_TARGET_DIR", "target"))
     logs = os.path.join(target, "ci-logs")
     os.makedirs(logs, exist_ok=True)
+    args = sys.argv[1:]
+    lanes = int(os.environ.get("KAFKA_HARNESS_CI_LANES", "3"))
+    only = None
+    while args:
+        if args[0] == "--lanes" and len(args) > 1:
+            lanes, args = int(args[1]), args[2:]
+        elif args[0] == "--only" and len(args) > 1:
+            # `ci/lanes.py --only KEY,KEY < artifacts`: run just those (to try the runner).
+            only, args = args[1].split(","), args[2:]
+        else:
+            print(f"ci/lanes.py: unknown argument {args[0]!r} (use --lanes N, --only KEY,KEY)",
+                  file=sys.stderr)
+            return 2
     found = binaries(sys.stdin)
     if not found:
         print("ci/lanes.py: no test binaries in cargo's output", file=sys.stderr)
         return 1
-    named = set(LANE_B) | set(LANE_A_FIRST) | set(LANE_A_LAST)
-    unnamed = sorted(k for k in found if k not in named and k != EXTRA["embedded:fixtures"][0])
-    lane_a = LANE_A_FIRST + unnamed + LANE_A_LAST
-    lane_b = list(LANE_B)
-    # `ci/lanes.py --only KEY,KEY < artifacts`: run just those (to try the runner itself).
-    if len(sys.argv) == 3 and sys.argv[1] == "--only":
-        only = sys.argv[2].split(",")
-        lane_a = [k for k in lane_a if k in only]
-        lane_b = [k for k in lane_b if k in only]
-    say(f"==> lane A: {', '.join(lane_a)}")
-    say(f"==> lane B: {', '.join(lane_b)}")
+    keys = sorted(found) + sorted(EXTRA)
+    if only is not None:
+        keys = [k for k in keys if k in only]
+    queue = []
+    for key in keys:
+        base = EXTRA[key][0] if key in EXTRA else key
+        if base not in found:
+            say(f"    {key}: no such test binary was built")
+            return 1
+        queue += jobs_for(key, found, target)
+    # Longest first; a tie keeps the sorted key order (the same queue every run).
+    queue.sort(key=lambda j: -j.weight)
+    say(f"==> {len(queue)} jobs on {lanes} runners, longest first: {', '.join(j.key for j in queue)}")
     results = []
+    stop, samples = threading.Event(), []
+    sampler = threading.Thread(target=sample_cpu, args=(os.path.join(logs, "cpu.log"), stop, samples))
+    sampler.start()
+    names = "ABCDEFGH"
     threads = [
-        threading.Thread(target=lane, args=("A", lane_a, found, logs, target, results)),
-        threading.Thread(target=lane, args=("B", lane_b, found, logs, target, results)),
+        threading.Thread(target=lane, args=(names[i % len(names)], queue, logs, results))
+        for i in range(max(1, lanes))
     ]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
+    stop.set()
+    sampler.join()
+    if samples:
+        say(f"    CPU busy while the jobs ran: {sum(samples) / len(samples):.0f} % on average "
+            f"({len(samples)} samples of 10 s; target/ci-logs/cpu.log)")
     failed = [k for k, rc, _ in results if rc != 0]
     for key, rc, secs in sorted(results, key=lambda r: -r[2]):
         say(f"    {secs:7.1f} s  {'ok    ' if rc == 0 else 'FAILED'}  {key}")

@@ -357,9 +357,9 @@ impl fmt::Debug for Cluster {
     }
 }
 
-static SHARED: Mutex<Option<Arc<Cluster>>> = Mutex::new(None);
-/// [`Cluster::shared_with`]'s clusters, by their config's `Debug` text.
-static SHARED_BY_CONFIG: Mutex<Vec<(String, Arc<Cluster>)>> = Mutex::new(Vec::new());
+/// The clusters of [`Cluster::shared`] and [`Cluster::shared_with`], by their config's `Debug`
+/// text: one per config per process, shut down together at exit.
+static SHARED: Mutex<Vec<(String, Arc<Cluster>)>> = Mutex::new(Vec::new());
 
 impl Cluster {
     /// Choose a backend from the environment (see the module docs), start it and wait until ready.
@@ -417,23 +417,12 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// The cluster shared by every case of this process: started once (by [`Cluster::from_env`])
-    /// on first use and shut down when the process exits. A failed start is not cached.
+    /// The cluster shared by every case of this process: the one [`ClusterConfig::from_env`]
+    /// describes, started (by [`Cluster::start`]) on first use and shut down when the process
+    /// exits — [`Cluster::shared_with`] of that config, so a test asking for the same config
+    /// explicitly gets the same cluster. A failed start is not cached.
     pub fn shared() -> ClusterResult<Arc<Cluster>> {
-        let mut guard = SHARED.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = guard.as_ref() {
-            return Ok(c.clone());
-        }
-        // A worker process uses the cluster its orchestrator started; it never starts one.
-        if let Some(view) = ClusterView::from_env() {
-            let cluster = Arc::new(Cluster::worker_view(view));
-            *guard = Some(cluster.clone());
-            return Ok(cluster);
-        }
-        let cluster = Arc::new(Cluster::from_env()?);
-        *guard = Some(cluster.clone());
-        reaper::at_exit(shutdown_shared);
-        Ok(cluster)
+        Cluster::shared_with(ClusterConfig::from_env()?)
     }
 
     /// The cluster `config` describes, shared by every caller in this process that asks for the
@@ -452,14 +441,16 @@ impl Cluster {
     /// ```
     pub fn shared_with(config: ClusterConfig) -> ClusterResult<Arc<Cluster>> {
         let key = format!("{config:?}");
-        let mut guard = SHARED_BY_CONFIG.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = SHARED.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, c)) = guard.iter().find(|(k, _)| *k == key) {
             return Ok(c.clone());
         }
+        // In a worker process `start` gives the orchestrator's cluster, which is not ours to
+        // shut down.
         let view = ClusterView::from_env().is_some();
         let cluster = Arc::new(Cluster::start(config)?);
         if guard.is_empty() && !view {
-            reaper::at_exit(shutdown_shared_by_config);
+            reaper::at_exit(shutdown_shared);
         }
         guard.push((key, cluster.clone()));
         Ok(cluster)
@@ -730,22 +721,12 @@ impl Drop for Cluster {
     }
 }
 
-fn shutdown_shared_by_config() {
-    let taken = match SHARED_BY_CONFIG.lock() {
+fn shutdown_shared() {
+    let taken = match SHARED.lock() {
         Ok(mut g) => std::mem::take(&mut *g),
         Err(p) => std::mem::take(&mut *p.into_inner()),
     };
     for (_, c) in taken {
-        let _ = c.shutdown();
-    }
-}
-
-fn shutdown_shared() {
-    let taken = match SHARED.lock() {
-        Ok(mut g) => g.take(),
-        Err(p) => p.into_inner().take(),
-    };
-    if let Some(c) = taken {
         let _ = c.shutdown();
     }
 }
