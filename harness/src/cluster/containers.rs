@@ -252,7 +252,8 @@ impl Containers {
                 .with_env_var("KAFKA_NODE_ID", node.clone())
                 .with_env_var("KAFKA_PROCESS_ROLES", "broker,controller")
                 .with_env_var("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
-                .with_env_var("KAFKA_HEAP_OPTS", "-Xms128m -Xmx512m");
+                .with_env_var("KAFKA_HEAP_OPTS", "-Xms128m -Xmx512m")
+                .with_env_var("KAFKA_JVM_PERFORMANCE_OPTS", config.broker_jvm_opts.clone());
             // A second listener for broker-to-broker traffic (replication, transaction markers):
             // the host-facing address 127.0.0.1:<port> means nothing inside a container.
             let (internal, voters) = match &network {

@@ -59,6 +59,8 @@ struct Broker {
 
 pub(crate) struct Local {
     libs: PathBuf,
+    /// [`ClusterConfig::broker_jvm_opts`], split at whitespace.
+    jvm_opts: Vec<String>,
     dir: Mutex<Option<tempfile::TempDir>>,
     brokers: Mutex<Vec<Broker>>,
     bootstrap: String,
@@ -166,7 +168,8 @@ impl Local {
             let log = dir.path().join(format!("broker-{node}.log"));
             // Formatting runs a JVM per broker: do them side by side.
             let mut cmd = Command::new(java());
-            cmd.arg("-cp")
+            cmd.args(config.broker_jvm_opts.split_whitespace())
+                .arg("-cp")
                 .arg(classpath(&config.kafka_libs))
                 .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
                 .args([
@@ -221,6 +224,11 @@ impl Local {
         link.start(&upstreams)?;
         let local = Local {
             libs: config.kafka_libs.clone(),
+            jvm_opts: config
+                .broker_jvm_opts
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
             dir: Mutex::new(Some(dir)),
             brokers: Mutex::new(brokers),
             bootstrap,
@@ -336,20 +344,16 @@ impl Backend for Local {
                 source: e,
             })?;
             let mut cmd = Command::new(java());
-            cmd.args([
-                "-Xms128m",
-                "-Xmx512m",
-                "-XX:+UseSerialGC",
-                "-Djava.awt.headless=true",
-            ])
-            .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
-            .arg("-cp")
-            .arg(classpath(&libs))
-            .arg("kafka.Kafka")
-            .arg(&b.properties)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2);
+            cmd.args(["-Xms128m", "-Xmx512m"])
+                .args(&self.jvm_opts)
+                .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
+                .arg("-cp")
+                .arg(classpath(&libs))
+                .arg("kafka.Kafka")
+                .arg(&b.properties)
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log2);
             let child = spawn_tied(cmd).map_err(|e| ClusterError::Process {
                 during: format!("starting broker {i}"),
                 source: e,

@@ -160,7 +160,19 @@ pub struct ClusterConfig {
     pub prefix: String,
     /// How long to wait for brokers to become ready. Env: `KAFKA_HARNESS_READY_TIMEOUT_MS`.
     pub ready_timeout: Duration,
+    /// JVM flags of the brokers the harness starts (containers, local), besides the heap's.
+    /// Env: `KAFKA_HARNESS_BROKER_JVM_OPTS`; default [`BROKER_JVM_OPTS`].
+    pub broker_jvm_opts: String,
 }
+
+/// The brokers' JVM flags by default: the serial collector and the client compiler only (C1).
+/// A test broker lives seconds to minutes under a light load, so the optimizing compiler's
+/// work (C2) and G1's concurrent threads never pay for themselves, and on a small machine they
+/// take the CPU the cases need: on this project's 2-core machine a CI run with five broker
+/// JVMs at once was CPU-bound, the JVMs the largest share. JIT and GC flags change how fast
+/// the broker's code runs, never what it does.
+pub const BROKER_JVM_OPTS: &str =
+    "-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true";
 
 impl Default for ClusterConfig {
     fn default() -> Self {
@@ -172,6 +184,7 @@ impl Default for ClusterConfig {
             kafka_libs: local::default_libs_dir(),
             prefix: DEFAULT_PREFIX.to_string(),
             ready_timeout: Duration::from_secs(90),
+            broker_jvm_opts: BROKER_JVM_OPTS.to_string(),
         }
     }
 }
@@ -202,6 +215,9 @@ impl ClusterConfig {
             env_nonempty("KAFKA_HARNESS_READY_TIMEOUT_MS").and_then(|v| v.parse().ok())
         {
             c.ready_timeout = Duration::from_millis(ms);
+        }
+        if let Some(v) = env_nonempty("KAFKA_HARNESS_BROKER_JVM_OPTS") {
+            c.broker_jvm_opts = v;
         }
         Ok(c)
     }

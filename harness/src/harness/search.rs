@@ -398,6 +398,7 @@ impl Harness {
         let mut last_failed = true;
         // Candidates run but not yet reached by the walk (a later round may reach them).
         let mut answers: HashMap<Schedule, Answer> = HashMap::new();
+        let mut answered_before = 0u32;
         while redrawn && iters < max_iters && started.elapsed() < max_time {
             let room = max_iters - iters;
             let fit = |by_itself| speculate::depth(self.parallelism(), tries, by_itself).min(room);
@@ -465,21 +466,22 @@ impl Harness {
                         None => return None,
                     }
                 };
-                self.progress_line(&format!(
-                    "shrink step {} · {} · {}{}",
-                    iters + 1,
-                    faults_word(candidate),
-                    if fails {
-                        "still fails: kept"
-                    } else {
-                        "holds: dropped"
-                    },
-                    if known {
-                        " (answered before, not run again)"
-                    } else {
-                        ""
-                    }
-                ));
+                if known {
+                    // proptest offers a schedule again and again once its trees are at their
+                    // bounds: counted, not logged line by line.
+                    answered_before += 1;
+                } else {
+                    self.progress_line(&format!(
+                        "shrink step {} · {} · {}",
+                        iters + 1,
+                        faults_word(candidate),
+                        if fails {
+                            "still fails: kept"
+                        } else {
+                            "holds: dropped"
+                        },
+                    ));
+                }
                 iters += 1;
                 if fails {
                     if !known {
@@ -499,6 +501,11 @@ impl Harness {
             if walk.ended {
                 break;
             }
+        }
+        if answered_before > 0 {
+            self.progress_line(&format!(
+                "shrink: {answered_before} more step(s) offered schedules answered before (not run again)"
+            ));
         }
         // A fault that never fired in the failing run cannot be its cause: drop them all and
         // keep the smaller schedule if it still fails the same way.
@@ -632,7 +639,14 @@ impl Harness {
                 }
             }
         }
+        let confirming = Instant::now();
         let mut reproduced = self.reproductions(runner, &schedule, kind, next_case)?;
+        self.progress_line(&format!(
+            "confirm · {} · reproduced {reproduced}/{} re-runs · {:.1} s",
+            faults_word(&schedule),
+            self.confirm_runs,
+            confirming.elapsed().as_secs_f64()
+        ));
         if reproduced * 2 < self.confirm_runs {
             // Timing-dependent: try sturdier forms of the minimal schedule (outages that last
             // longer than the retries a fast or slow run makes), then the schedule it was
