@@ -26,8 +26,10 @@ import sys
 import threading
 import time
 
-# Seconds each job took in CI (two lanes, 2026-12-02, 718e8b0): only the queue's order comes
-# from them, so drift costs balance, never coverage. A split binary's halves get half each.
+# Seconds each job took in CI (two lanes, 2026-12-02, 718e8b0; the split suites as whole
+# binaries): only the queue's order comes from them, so drift costs balance, never coverage.
+# A split binary's parts get a share each. On three runners (ce68d32) the jobs took 10–70 %
+# longer each (the machine was CPU-bound: broker JVMs) and the runners ended within 25 s.
 WEIGHT = {
     "kafka-harness-properties:fixtures": 530,
     "embedded:fixtures": 424,
@@ -35,7 +37,10 @@ WEIGHT = {
     "kafka-harness:cluster": 232,
     "kafka-harness-properties:oracle": 97,
     "kafka-harness-properties:pauses": 53,
+    "kafka-harness:offsets": 46,
     "kafka-harness:engine": 35,
+    "kafka-harness-properties:reports": 34,
+    "kafka-harness-properties:unchanged": 17,
 }
 # A binary the table does not name: somewhere in the middle of the queue.
 UNKNOWN_WEIGHT = 30
