@@ -46,6 +46,8 @@ fn runtime() -> ClusterResult<tokio::runtime::Runtime> {
         })
 }
 
+/// Attempts at freezing a broker's container (see `Backend::pause` below).
+const PAUSE_TRIES: u32 = 5;
 /// A Docker client at the engine's own API version (older engines reject newer clients),
 /// bound to `rt` (its connections live on that runtime).
 fn docker(rt: &tokio::runtime::Runtime) -> ClusterResult<Docker> {
@@ -394,9 +396,20 @@ impl Backend for Containers {
     }
     fn pause(&self, i: usize) -> ClusterResult<()> {
         let name = self.name(i)?;
-        self.rt
-            .block_on(self.docker.pause_container(&name))
-            .map_err(docker_err(format!("pausing {name}")))
+        // runc gives up freezing when a process of the container does not reach the frozen
+        // state in time (a broker thread inside a disk write on a loaded machine; seen in CI:
+        // "OCI runtime pause failed: unable to freeze") and thaws it again, so a retry is safe.
+        let mut tries = 1;
+        loop {
+            match self.rt.block_on(self.docker.pause_container(&name)) {
+                Ok(()) => return Ok(()),
+                Err(e) if tries < PAUSE_TRIES && e.to_string().contains("unable to freeze") => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => return Err(docker_err(format!("pausing {name} ({tries} tries)"))(e)),
+            }
+        }
     }
     fn resume(&self, i: usize) -> ClusterResult<()> {
         let name = self.name(i)?;

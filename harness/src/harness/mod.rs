@@ -2,8 +2,10 @@
 //! This file is the builder and the single-schedule calls (run, replay); [`search`] is
 //! generation, shrinking and confirmation.
 
+mod confirm;
 mod publish;
 mod search;
+mod shrink;
 mod speculate;
 
 use std::path::{Path, PathBuf};
