@@ -53,7 +53,7 @@ impl std::fmt::Display for CommitWitness {
         match (self.inc, self.since_us) {
             (0, Some(since)) => write!(
                 f,
-                "offset {} was committed between {} and {} (seen on the broker; no process reported this commit — an auto-commit, an async commit or a commit outside the instrumented calls)",
+                "offset {} was committed between {} and {} (seen on the broker; no process reported this commit — an auto-commit, an async commit, a commit outside the instrumented calls, or one whose report a crash cut off)",
                 self.offset,
                 ms(since),
                 ms(self.at_us)
