@@ -450,49 +450,27 @@ fn stale_read(trace: &Trace, partition: i32, from: i64, read_us: u64) -> bool {
     if !after_fault {
         return false;
     }
-    let read = |e: &Event| -> Vec<i64> {
-        match &e.kind {
-            EventKind::BrokerCommitted { offsets } => offsets
-                .iter()
-                .filter(|(p, _)| *p == partition)
-                .filter_map(|(_, o)| *o)
-                .collect(),
-            EventKind::BrokerCommitObserved { offsets, .. } => offsets
-                .iter()
-                .filter(|o| o.partition == partition)
-                .map(|o| o.offset)
-                .collect(),
-            _ => Vec::new(),
-        }
+    // (offset, time) on this partition: every broker read, and the consumers' own reports
+    // (the reported source without its after-incarnation reads, which carry no mode).
+    let on_partition = |all: Vec<SourcedCommit>, reports_only: bool| -> Vec<(i64, u64)> {
+        all.into_iter()
+            .filter(|(p, _, w, _)| *p == partition && (!reports_only || w.mode.is_some()))
+            .map(|(_, o, w, _)| (o, w.at_us))
+            .collect()
     };
-    let reported = |e: &Event| -> Vec<i64> {
-        match &e.kind {
-            EventKind::Committed { offsets, .. } => offsets
-                .iter()
-                .filter(|o| o.partition == partition)
-                .map(|o| o.offset)
-                .collect(),
-            _ => Vec::new(),
-        }
-    };
+    let reads = on_partition(commits(trace, CommitSource::Broker), false);
+    let reported = on_partition(commits(trace, CommitSource::Reported), true);
     let held_before = |w: i64| {
-        trace
-            .events
+        reads
             .iter()
-            .any(|e| e.at_us <= read_us && (reported(e).contains(&w) || read(e).contains(&w)))
+            .chain(&reported)
+            .any(|&(o, at)| o == w && at <= read_us)
     };
-    let committed_after = |w: i64| {
-        trace
-            .events
-            .iter()
-            .any(|e| e.at_us > read_us && reported(e).contains(&w))
-    };
-    trace
-        .events
+    let committed_after = |w: i64| reported.iter().any(|&(o, at)| o == w && at > read_us);
+    reads
         .iter()
-        .filter(|e| e.at_us > read_us)
-        .flat_map(read)
-        .any(|w| w >= from && held_before(w) && !committed_after(w))
+        .filter(|&&(_, at)| at > read_us)
+        .any(|&(w, _)| w >= from && held_before(w) && !committed_after(w))
 }
 
 /// Commit sanity (at-least-once): a commit never passes a message not yet applied when the
