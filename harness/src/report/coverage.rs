@@ -161,6 +161,25 @@ impl Coverage {
         out
     }
 
+    /// Whether rebalances were caused (`rebalance-at` fired) but no case ever hit the
+    /// `revoke` point, so no fault counted from a revoke could fire: what a consumer with its
+    /// own context shows until its revoke handler calls `crash_point!("revoke")`.
+    pub fn revoke_never_seen(&self) -> bool {
+        let requested = self
+            .points
+            .iter()
+            .any(|p| p.fired.get("rebalance-at").copied().unwrap_or(0) > 0);
+        let follow_ups = self
+            .enabled
+            .iter()
+            .any(|k| k == "crash-after" || k == "pause-after");
+        let revoked = self
+            .points
+            .iter()
+            .any(|p| p.point == crate::worker::points::REVOKE && p.hits > 0);
+        requested && follow_ups && !revoked
+    }
+
     /// Points at which some fault fired.
     pub fn points_faulted(&self) -> usize {
         self.points.iter().filter(|p| !p.fired.is_empty()).count()
@@ -221,6 +240,14 @@ impl std::fmt::Display for Coverage {
             self.points_faulted(),
             self.points.len()
         )?;
+        if self.revoke_never_seen() {
+            write!(
+                f,
+                "; rebalances were caused but no case hit the `revoke` point, so no fault counted \
+                 from a revoke could fire (a consumer with its own context: call \
+                 `kafka_harness::crash_point!(\"revoke\")` first in its revoke handler)"
+            )?;
+        }
         let never = self.never_exercised();
         if never.is_empty() {
             return write!(f, "; every (point × kind) pair tried");
@@ -333,6 +360,38 @@ mod tests {
             table.contains("faults fired over 2 case(s): crash 1, crash-after 1, rebalance-at 1"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn rebalances_without_a_revoke_hit_say_why_follow_up_faults_never_fired() {
+        let kinds = FaultKinds {
+            rebalances: true,
+            ..FaultKinds::default()
+        };
+        let requested = |point: &str| EventKind::RebalanceRequested {
+            point: point.into(),
+            hit: 1,
+        };
+        // A consumer with its own context: the rebalance fires, no `revoke` point is hit.
+        let mut own = Coverage::new(&[("a".into(), 2)], kinds);
+        own.add(&trace(vec![hit("a", 1), requested("a")]));
+        assert!(own.revoke_never_seen());
+        assert!(
+            own.to_string().contains("no case hit the `revoke` point"),
+            "{own}"
+        );
+        // The same with its handler's `crash_point!("revoke")`: nothing to say.
+        let mut marked = Coverage::new(&[("a".into(), 2)], kinds);
+        marked.add(&trace(vec![hit("a", 1), requested("a"), hit("revoke", 1)]));
+        assert!(!marked.revoke_never_seen());
+        assert!(!marked.to_string().contains("`revoke` point"), "{marked}");
+        // No rebalance caused yet (or rebalances off): nothing to say either.
+        let mut quiet = Coverage::new(&[("a".into(), 2)], kinds);
+        quiet.add(&trace(vec![hit("a", 1)]));
+        assert!(!quiet.revoke_never_seen());
+        let mut off = Coverage::new(&[("a".into(), 2)], FaultKinds::default());
+        off.add(&trace(vec![hit("a", 1), requested("a")]));
+        assert!(!off.revoke_never_seen());
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub(crate) mod spec;
 use rdkafka::message::{Headers, Message};
 
 pub use asynchronous::on_tokio;
-pub use consumer::{points, CommitMode, Consumer, HarnessContext};
+pub use consumer::{points, CommitMode, Consumer, HarnessContext, Revoking};
 pub use context::{crash_point, SinkHandle, WorkerCtx, WorkerError, TRANSACTION_TIMEOUT_MS};
 pub use producer::TransactionalProducer;
 
