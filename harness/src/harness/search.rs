@@ -412,8 +412,13 @@ pub(super) fn faults_word(schedule: &Schedule) -> String {
         return format!("{workload} · no faults");
     }
     let faults: Vec<String> = schedule.faults.iter().map(|f| f.to_string()).collect();
+    let side = if schedule.joiner_first && schedule.adds_member() {
+        " (the joiner takes the first partitions)"
+    } else {
+        ""
+    };
     format!(
-        "{workload} · {} fault(s): {}",
+        "{workload} · {} fault(s): {}{side}",
         faults.len(),
         faults.join("; ")
     )

@@ -54,6 +54,9 @@ struct Progress {
     rebalance_requests: usize,
     /// `pause-at` points reached.
     pauses: usize,
+    /// The worker's latest event is a failed sink write: it may be backing off before a retry
+    /// (see [`RETRYING`]).
+    retrying: bool,
     /// The worker function has returned (its `exited` event is written): the process is
     /// only closing its clients now, which may block on a broker it cannot reach.
     returned: bool,
@@ -92,6 +95,11 @@ fn progress_of(text: &str, output_topic: bool) -> Progress {
             || text.contains("\"event\":\"client-call-started\""),
         rebalance_requests: text.matches("\"event\":\"rebalance-requested\"").count(),
         pauses: text.matches("\"event\":\"paused\"").count(),
+        retrying: text
+            .trim_end()
+            .rsplit('\n')
+            .next()
+            .is_some_and(|last| last.contains("\"event\":\"sink-failed\"")),
         returned: text.contains("\"event\":\"exited\""),
         in_client_call: text.matches("\"event\":\"client-call-started\"").count()
             > text.matches("\"event\":\"client-call-ended\"").count(),
@@ -126,6 +134,13 @@ const AFTER_WAKE: Duration = Duration::from_millis(2000);
 /// producer's `init_transactions` — takes seconds on a 3-broker cluster (the idle limit,
 /// 2.5 s by default, applies once it has started).
 const STARTING: Duration = Duration::from_secs(15);
+
+/// How long a worker whose latest act was a failed sink write may sit before it is called
+/// idle: it may be backing off before a retry (a second or two is common, after a write that
+/// hung up to 2 s), which the idle limit (2.5 s by default) would cut short — and judge
+/// *wedged* — though the consumer would have gone on. One wedged after an outage is still
+/// stopped, and judged, after this; a longer backoff needs `KAFKA_HARNESS_IDLE_MS` above it.
+const RETRYING: Duration = Duration::from_secs(5);
 
 /// Where a `pause-at` stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +212,18 @@ fn cluster_faults_due(
 }
 
 /// Whether a fault's `point` names the point an event recorded (`*` names every point).
+/// The `client.id` of an incarnation's consumer: a broker's member id starts with it, and the
+/// range and round-robin assignors order members by id, so a joiner sorts before the worker
+/// (`a` < `b`) when the schedule says so, after it (`c`) otherwise.
+fn client_id(primary: bool, joiner_first: bool, inc: Incarnation) -> String {
+    let side = match (primary, joiner_first) {
+        (true, _) => 'b',
+        (false, true) => 'a',
+        (false, false) => 'c',
+    };
+    format!("kafka-harness-{side}-{inc}")
+}
+
 fn names(point: &str, recorded: &str) -> bool {
     point == crate::schedule::ANY_POINT || point == recorded
 }
@@ -261,12 +288,14 @@ impl Case<'_> {
     }
 
     /// How long a worker may show no change before it is called idle: longer while it has
-    /// shown no sign of work at all (see [`STARTING`]).
-    fn idle_limit(&self, started: bool) -> Duration {
-        if started {
-            self.runner.timing.idle
-        } else {
-            self.runner.timing.idle.max(STARTING)
+    /// shown no sign of work at all (see [`STARTING`]), or right after a failed sink write
+    /// (see [`RETRYING`]).
+    fn idle_limit(&self, started: bool, retrying: bool) -> Duration {
+        let idle = self.runner.timing.idle;
+        match (started, retrying) {
+            (false, _) => idle.max(STARTING),
+            (true, true) => idle.max(RETRYING),
+            (true, false) => idle,
         }
     }
 
@@ -387,6 +416,7 @@ impl Case<'_> {
             group: self.group.clone(),
             transactional_id: self.transactional_id(),
             partitions: self.schedule.workload.partitions,
+            client_id: client_id(primary, self.schedule.joiner_first, inc),
             faults: faults.to_vec(),
             fail_points: self.runner.fail_points.clone(),
             epoch_us: self.epoch_us,
@@ -654,7 +684,7 @@ impl Case<'_> {
                 // by the user's own code (no event of its own) can spend seconds in
                 // `init_transactions` or its first join on a 3-broker cluster, and stopping it
                 // there as idle would skip the faults due at its first records.
-                let idle_after = self.idle_limit(started);
+                let idle_after = self.idle_limit(started, progress.retrying);
                 if lens != last_len || self.seen != last_seen {
                     started = true;
                     last_len = lens;
@@ -845,7 +875,7 @@ impl Case<'_> {
                     last = now;
                     last_change = Instant::now();
                     shown_work = true;
-                } else if last_change.elapsed() >= self.idle_limit(shown_work) {
+                } else if last_change.elapsed() >= self.idle_limit(shown_work, progress.retrying) {
                     // As in an incarnation: the lag read may have blocked while it died.
                     if let Some(exit) = w.process.try_exit()? {
                         self.ended(&w, exit);
@@ -870,6 +900,28 @@ impl Case<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_joiner_sorts_before_or_after_every_worker_incarnation_as_the_schedule_says() {
+        for inc in [1, 2, 9, 10, 123] {
+            let worker = client_id(true, false, inc);
+            assert_eq!(
+                worker,
+                client_id(true, true, inc),
+                "the side is the joiner's"
+            );
+            for other in [1, 2, 9, 10, 123] {
+                assert!(
+                    client_id(false, true, other) < worker,
+                    "{other} vs {worker}"
+                );
+                assert!(
+                    client_id(false, false, other) > worker,
+                    "{other} vs {worker}"
+                );
+            }
+        }
+    }
 
     fn trace_text(kinds: Vec<EventKind>) -> String {
         kinds
@@ -922,6 +974,26 @@ mod tests {
         }]);
         let p = progress_of(&txn, true);
         assert!(p.instrumented && p.in_client_call);
+    }
+
+    /// A worker whose latest event is a failed sink write may be backing off before a retry;
+    /// any later event (the retry's hit, a poll) ends that.
+    #[test]
+    fn a_failed_write_as_the_latest_event_marks_a_worker_retrying() {
+        let failed = EventKind::SinkFailed {
+            msg: crate::trace::MessageRef {
+                id: 0,
+                partition: 0,
+                offset: 0,
+            },
+            write: 1,
+            failure: crate::schedule::SinkFailure::Transient,
+        };
+        let text = trace_text(vec![hit("before-sink-write", 1), failed.clone()]);
+        assert!(progress_of(&text, false).retrying);
+        let retried = trace_text(vec![failed, hit("before-sink-write", 2)]);
+        assert!(!progress_of(&retried, false).retrying);
+        assert!(!progress_of("", false).retrying);
     }
 
     /// Broker and network faults come due at their effect count or at their point hit, and

@@ -472,6 +472,21 @@ pub struct Schedule {
     pub workload: Workload,
     /// Faults in order.
     pub faults: Vec<Fault>,
+    /// Whether a member a rebalance fault starts sorts *before* the worker in the group, so
+    /// the range and round-robin assignors (librdkafka's default is range) hand it the
+    /// first partitions and the worker keeps the last ones; otherwise the reverse. The harness
+    /// gives the consumers it configures a `client.id` (`kafka-harness-b-<incarnation>` for
+    /// the worker, `-a-` or `-c-` for the joiner), and a broker makes a member's id from its
+    /// `client.id` and a random UUID: without this choice, which partitions moved at a
+    /// rebalance was a coin per run, and a rebalance schedule could replay differently. No
+    /// effect when the consumer sets its own `client.id`, under `group.protocol=consumer` (the
+    /// broker assigns) or on the embedded mock (its member ids ignore `client.id`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub joiner_first: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Schedule {
@@ -481,7 +496,18 @@ impl Schedule {
             version: SCHEDULE_VERSION,
             workload,
             faults: Vec::new(),
+            joiner_first: false,
         }
+    }
+
+    /// Whether some fault starts a second member (a rebalance).
+    pub fn adds_member(&self) -> bool {
+        self.faults.iter().any(|f| {
+            matches!(
+                f,
+                Fault::Rebalance { .. } | Fault::RebalanceAt { .. } | Fault::RebalanceAfter { .. }
+            )
+        })
     }
 
     /// Append a fault.

@@ -160,21 +160,32 @@ impl ScheduleSpace {
             return workload.prop_map(Schedule::new).boxed();
         };
         let space = self.clone();
+        // Which side of a rebalance the worker ends on (see `Schedule::joiner_first`): both
+        // are explored, and a shrunk schedule keeps its side on replay.
+        let joiner_first = if self.kinds.rebalances {
+            proptest::bool::ANY.boxed()
+        } else {
+            Just(false).boxed()
+        };
         (
             workload,
             proptest::collection::vec(fault, self.faults.clone()),
+            joiner_first,
         )
-            .prop_map(move |(workload, groups)| {
+            .prop_map(move |(workload, groups, joiner_first)| {
                 let faults = groups
                     .into_iter()
                     .flatten()
                     .map(|f| space.clamp(f, &workload))
                     .collect();
-                Schedule {
+                let mut schedule = Schedule {
                     version: SCHEDULE_VERSION,
                     workload,
                     faults,
-                }
+                    joiner_first: false,
+                };
+                schedule.joiner_first = joiner_first && schedule.adds_member();
+                schedule
             })
             .boxed()
     }

@@ -257,6 +257,11 @@ impl Consumer {
 
     /// Run `hook` in the rebalance callback before partitions are revoked (after the `revoke`
     /// crash point): the place to commit what was processed.
+    ///
+    /// librdkafka serves the rebalance callback inside [`Consumer::poll`], on the thread that
+    /// polls (and again when the consumer is closed or dropped, for what it still owns): while
+    /// the loop that polls is processing a record, no revoke can run. A consumer that processes
+    /// on other threads must itself make the hook wait for, or account for, work in flight.
     pub fn on_revoke(&self, hook: impl FnMut(&Revoking<'_>) + Send + 'static) {
         *self
             .inner

@@ -35,6 +35,10 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     // A crashed member holds its partitions until this expires (the broker floor is lowered to 500).
     ("session.timeout.ms", "1000"),
     ("heartbeat.interval.ms", "200"),
+    // librdkafka's 5 s would never auto-commit inside a case that lasts a second or two, so an
+    // auto-committing consumer's risk (a commit of what was polled, not processed) would go
+    // untested: time is compressed here as the session timeout is (45 s → 1 s).
+    ("auto.commit.interval.ms", "100"),
     ("fetch.wait.max.ms", "50"),
     ("broker.address.family", "v4"),
 ];
@@ -100,8 +104,9 @@ impl WorkerCtx {
     /// The harness's consumer config, for the consumer under test whether you build it
     /// (`StreamConsumer<YourContext>`, `BaseConsumer`) or the harness does: bootstrap
     /// servers, the case's group, and fast-test defaults (`session.timeout.ms=1000`,
-    /// `heartbeat.interval.ms=200`, `auto.offset.reset=earliest`, …) that your own settings
-    /// may override. Nothing in it observes the client: the harness reads the group's commits
+    /// `heartbeat.interval.ms=200`, `auto.commit.interval.ms=100`,
+    /// `auto.offset.reset=earliest`, a `client.id` that orders the members at a rebalance, …)
+    /// that your own settings may override. Nothing in it observes the client: the harness reads the group's commits
     /// from the broker (see README, "Your consumer, unchanged").
     pub fn consumer_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
@@ -109,6 +114,10 @@ impl WorkerCtx {
             .set("group.id", &self.spec.group);
         for (k, v) in CONSUMER_DEFAULTS {
             c.set(*k, *v);
+        }
+        // Orders the members for the assignor (see `Schedule::joiner_first`).
+        if !self.spec.client_id.is_empty() {
+            c.set("client.id", &self.spec.client_id);
         }
         c
     }
@@ -189,24 +198,22 @@ impl WorkerCtx {
         Ok(SinkHandle {
             sink,
             recorder: self.recorder.clone(),
-            writes: 0,
         })
     }
 }
 
-/// The instrumented sink.
+/// The instrumented sink. Open one per thread or task if you like (or share one behind a
+/// `Mutex`): the schedule's sink failures count writes over every handle of the incarnation.
 pub struct SinkHandle {
     sink: Box<dyn Sink>,
     recorder: Arc<Recorder>,
-    writes: u32,
 }
 
 impl SinkHandle {
     /// Apply `record`'s effect. A write the schedule makes fail returns an error and applies
     /// nothing; a "hang" sleeps first, then returns [`SinkError::TimedOut`].
     pub fn apply(&mut self, record: &Record) -> Result<(), SinkError> {
-        self.writes += 1;
-        let write = self.writes;
+        let write = self.recorder.next_sink_write();
         self.recorder.crash_point(points::BEFORE_SINK_WRITE);
         if let Some(failure) = self.recorder.sink_failure(write) {
             self.recorder.record(EventKind::SinkFailed {

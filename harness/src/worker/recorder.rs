@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use std::path::PathBuf;
@@ -85,9 +85,17 @@ pub(crate) struct Recorder {
     /// The `session.timeout.ms` of the consumer the harness built for this worker (0: not
     /// known — a consumer the worker built itself from `consumer_config`).
     session_timeout_ms: AtomicU64,
+    /// Sink writes so far in this incarnation, over every `SinkHandle` (a consumer may open
+    /// one per thread or task): the schedule's "write #n" counts them all.
+    sink_writes: AtomicU32,
 }
 
 impl Recorder {
+    /// The 1-based index of the incarnation's next sink write.
+    pub(crate) fn next_sink_write(&self) -> u32 {
+        self.sink_writes.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
     pub(crate) fn open(
         path: &Path,
         epoch_us: u64,
@@ -188,6 +196,7 @@ impl Recorder {
             effect_holds,
             point_holds,
             session_timeout_ms: AtomicU64::new(0),
+            sink_writes: AtomicU32::new(0),
         })
     }
 

@@ -28,6 +28,10 @@ pub(crate) struct WorkerSpec {
     pub group: String,
     pub transactional_id: String,
     pub partitions: i32,
+    /// The `client.id` the harness's consumer config gives this incarnation (its member id
+    /// on the broker starts with it; see `Schedule::joiner_first`). Empty: none.
+    #[serde(default)]
+    pub client_id: String,
     pub faults: Vec<Fault>,
     /// Names of the `fail` crate's fail points to serve as crash points.
     #[serde(default)]

@@ -302,3 +302,66 @@ fn an_auto_committing_zombie_woken_in_its_revoke_handler_moves_the_offset_back()
     );
     eprintln!("{timeline}");
 }
+
+/// Which partitions a rebalance moves is the schedule's choice (`Schedule::joiner_first`): the
+/// harness orders the members' `client.id`s, and the range assignor hands partitions out in
+/// member-id order, so the worker keeps partition 0 when the joiner sorts last and partition 1
+/// when it sorts first — the same on every run (it was a coin: the member id's random UUID).
+/// The embedded mock ignores `client.id` in its member ids: there it stays a coin.
+#[test]
+fn the_schedule_picks_which_partitions_a_rebalance_moves() {
+    let _one = one_at_a_time();
+    for (joiner_first, kept) in [(false, 0), (true, 1)] {
+        let schedule = Schedule {
+            faults: vec![Fault::RebalanceAt {
+                point: "after-poll".into(),
+                hit: 2,
+            }],
+            joiner_first,
+            ..Schedule::new(Workload {
+                messages: 12,
+                partitions: 2,
+                keys: 6,
+            })
+        };
+        let fixture = Fixture::named("at_least_once").unwrap();
+        let h = fixture
+            .harness()
+            .name(&format!("rebalance_side_{joiner_first}"));
+        if kafka_harness::worker::is_worker_process() {
+            // Only the harness this worker belongs to serves (and exits).
+            let _ = h.run_schedule(&schedule, at_least_once);
+            continue;
+        }
+        let result = h
+            .run_schedule(&schedule, at_least_once)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let timeline = kafka_harness::report::timeline(&result.trace);
+        if kafka_harness::Cluster::shared().unwrap().backend()
+            == kafka_harness::BackendKind::Embedded
+        {
+            return;
+        }
+        let assigned: Vec<Vec<i32>> = result
+            .trace
+            .events
+            .iter()
+            .filter(|e| e.inc == 1)
+            .filter_map(|e| match &e.kind {
+                EventKind::Rebalanced {
+                    phase: kafka_harness::trace::RebalancePhase::Assign,
+                    partitions,
+                } => Some(partitions.clone()),
+                _ => None,
+            })
+            .collect();
+        // The first assignment is both partitions; the one after the joiner came is the
+        // worker's side (a later one, after the joiner left, is both again).
+        assert_eq!(
+            assigned.get(1),
+            Some(&vec![kept]),
+            "joiner_first={joiner_first}: the worker's assignments {assigned:?}\n{timeline}"
+        );
+        assert!(result.verdict.holds(), "{:?}\n{timeline}", result.verdict);
+    }
+}
