@@ -43,6 +43,7 @@ WEIGHT = {
     "kafka-harness-properties:oracle": 83,
     "kafka-harness-properties:blind": 70,
     "kafka-harness-properties:blind2": 53,
+    "kafka-harness-properties:blind3": 60,
     "kafka-harness-properties:pauses": 45,
     "kafka-harness:offsets": 35,
     "kafka-harness:engine": 30,
