@@ -142,19 +142,23 @@ impl ScheduleSpace {
     /// not get faults whose trigger never comes, at every shrink step too.
     pub fn strategy(&self) -> BoxedStrategy<Schedule> {
         let max = self.max;
-        let workload = (
-            1..=max.messages.max(1),
-            1..=max.partitions.max(1),
-            1..=max.keys.max(1),
-        )
-            .prop_map(|(messages, partitions, keys)| Workload {
-                messages,
-                partitions,
-                // More keys than messages changes nothing (message `i` has key `k{i}` either
-                // way), so such workloads are drawn as one: a shrink step that only lowers
-                // `keys` toward `messages` is then the schedule in hand, answered without a run
-                // (it cost a case per step before, invisible in the shrink log).
-                keys: keys.min(messages),
+        // Half the time a dimension is drawn at its maximum: a fault has the most in flight
+        // with the most traffic, and a bug about moving partitions needs more than one (drawn
+        // uniformly, half the cases had one partition and most had few messages). Shrinking
+        // goes from the maximum to a uniform draw, then toward 1, as from any other value.
+        let messages = prop_oneof![1..=max.messages.max(1), Just(max.messages.max(1))];
+        let partitions = prop_oneof![1..=max.partitions.max(1), Just(max.partitions.max(1))];
+        let workload =
+            (messages, partitions, 1..=max.keys.max(1)).prop_map(|(messages, partitions, keys)| {
+                Workload {
+                    messages,
+                    partitions,
+                    // More keys than messages changes nothing (message `i` has key `k{i}` either
+                    // way), so such workloads are drawn as one: a shrink step that only lowers
+                    // `keys` toward `messages` is then the schedule in hand, answered without a run
+                    // (it cost a case per step before, invisible in the shrink log).
+                    keys: keys.min(messages),
+                }
             });
         let Some(fault) = self.fault_strategy(max.messages.max(1)) else {
             return workload.prop_map(Schedule::new).boxed();
@@ -786,6 +790,25 @@ mod tests {
         let mut k: Vec<String> = space().points.into_iter().map(|(p, _)| p).collect();
         k.extend([ANCHOR_REVOKE.to_string(), ANCHOR_SINK_OUTAGE.to_string()]);
         k
+    }
+
+    /// Half the workloads come at the maximum, where a fault has the most in flight; the rest
+    /// spread over the range (a uniform draw gave one partition in half the cases).
+    #[test]
+    fn workloads_lean_to_the_maximum_and_still_cover_the_range() {
+        let mut runner = TestRunner::deterministic();
+        let strategy = space().strategy();
+        let draws: Vec<Workload> = (0..400)
+            .map(|_| strategy.new_tree(&mut runner).unwrap().current().workload)
+            .collect();
+        let share = |f: &dyn Fn(&Workload) -> bool| {
+            draws.iter().filter(|w| f(w)).count() as f64 / draws.len() as f64
+        };
+        // Expected: 1/2 + 1/2 · 1/20 at 20 messages, 1/2 + 1/2 · 1/3 at 3 partitions.
+        assert!((0.45..0.65).contains(&share(&|w| w.messages == 20)));
+        assert!((0.58..0.78).contains(&share(&|w| w.partitions == 3)));
+        assert!(share(&|w| w.messages <= 10) > 0.15);
+        assert!(share(&|w| w.partitions == 1) > 0.08);
     }
 
     #[test]
