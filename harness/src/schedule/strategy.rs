@@ -5,6 +5,8 @@
 
 use proptest::prelude::*;
 use proptest::sample::select;
+use proptest::strategy::{NewTree, ValueTree};
+use proptest::test_runner::TestRunner;
 
 use super::{
     BrokerAction, BrokerTarget, Fault, LinkAction, LinkTarget, Schedule, SinkFailure, Workload,
@@ -105,6 +107,28 @@ pub const NETWORK_FAULT_MS: u64 = 2000;
 /// The delay a generated slow link adds to every chunk, each way.
 pub const SLOW_LINK_DELAY_MS: u64 = 200;
 
+/// A count in `1..=max`: `max` half the time, else uniform; it shrinks toward 1 by binary
+/// search from wherever it was drawn, as a range draw does. (A union of `Just(max)` and the
+/// range shrank from `max` only to one random value of the range: when that value held, the
+/// minimal schedule kept every message.)
+#[derive(Debug, Clone, Copy)]
+struct TopHeavy(u32);
+
+impl Strategy for TopHeavy {
+    type Tree = proptest::num::u32::BinarySearch;
+    type Value = u32;
+
+    fn new_tree(&self, runner: &mut TestRunner) -> NewTree<Self> {
+        let max = self.0.max(1);
+        // Drawn through proptest's own strategies: the runner's generator alone decides, so a
+        // tree drawn again from a copy of it is the same tree (see `harness::speculate`).
+        let at_max = proptest::bool::ANY.new_tree(runner)?.current();
+        let uniform = (1..=max).new_tree(runner)?.current();
+        let start = if at_max { max } else { uniform };
+        Ok(proptest::num::u32::BinarySearch::new_above(1, start))
+    }
+}
+
 /// The space schedules are drawn from.
 #[derive(Debug, Clone)]
 pub struct ScheduleSpace {
@@ -144,10 +168,9 @@ impl ScheduleSpace {
         let max = self.max;
         // Half the time a dimension is drawn at its maximum: a fault has the most in flight
         // with the most traffic, and a bug about moving partitions needs more than one (drawn
-        // uniformly, half the cases had one partition and most had few messages). Shrinking
-        // goes from the maximum to a uniform draw, then toward 1, as from any other value.
-        let messages = prop_oneof![1..=max.messages.max(1), Just(max.messages.max(1))];
-        let partitions = prop_oneof![1..=max.partitions.max(1), Just(max.partitions.max(1))];
+        // uniformly, half the cases had one partition and most had few messages).
+        let messages = TopHeavy(max.messages);
+        let partitions = TopHeavy(max.partitions.max(1) as u32).prop_map(|p| p as i32);
         let workload =
             (messages, partitions, 1..=max.keys.max(1)).prop_map(|(messages, partitions, keys)| {
                 Workload {
@@ -809,6 +832,36 @@ mod tests {
         assert!((0.58..0.78).contains(&share(&|w| w.partitions == 3)));
         assert!(share(&|w| w.messages <= 10) > 0.15);
         assert!(share(&|w| w.partitions == 1) > 0.08);
+    }
+
+    /// From wherever a count was drawn — its maximum included — shrinking finds the smallest
+    /// that still fails, as from a uniform draw.
+    #[test]
+    fn a_count_drawn_at_its_maximum_shrinks_to_the_smallest_that_fails() {
+        let mut runner = TestRunner::deterministic();
+        let mut from_max = 0;
+        for _ in 0..40 {
+            let mut tree = TopHeavy(20).new_tree(&mut runner).unwrap();
+            if tree.current() == 20 {
+                from_max += 1;
+            }
+            if tree.current() < 7 {
+                continue;
+            }
+            // "Fails" with 7 or more messages.
+            loop {
+                let moved = if tree.current() >= 7 {
+                    tree.simplify()
+                } else {
+                    tree.complicate()
+                };
+                if !moved {
+                    break;
+                }
+            }
+            assert_eq!(tree.current(), 7);
+        }
+        assert!(from_max >= 10, "{from_max} of 40 drawn at the maximum");
     }
 
     #[test]

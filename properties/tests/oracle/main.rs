@@ -170,9 +170,10 @@ fn flaky_once_then_two_crash_bug(
 /// (a crash an auto-commit tick happened to beat), though the same check finds a crash that
 /// loses a record every time. A failure whose minimal schedule is timing-dependent is now kept
 /// while generation goes on, and a later failure that reproduces is reported instead. The
-/// seed is fixed: its case 1 (1 message, one crash that the skipped record never reaches)
-/// fails by the flaky bug, no shrink candidate of it meets the real one, and before this the
-/// check reported it, 0/3; its case 4 (three crashes) meets the real bug.
+/// seed is fixed: its case 1 (one kill, after 4 effects) fails by the flaky bug, no shrink
+/// candidate of it meets the real one, and before this the check reported it, 0/3; its case 4
+/// (two crashes) meets the real bug. (A change to how schedules are drawn changes which cases a
+/// seed gives: the assertions below say which premise broke.)
 #[test]
 fn a_timing_dependent_failure_gives_way_to_a_later_one_that_reproduces() {
     // Workers inherit FLAKY_MARKERS; the test body they run again must not point it elsewhere.
