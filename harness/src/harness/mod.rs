@@ -294,7 +294,8 @@ impl Harness {
 
     /// Cases run side by side on the shared cluster (generation, the `k` tries of a shrink
     /// step, the next shrink steps, confirmation re-runs). Default: env
-    /// `KAFKA_HARNESS_PARALLEL`, else 8 × the machine's cores (2 to 32). Use 1 for a consumer
+    /// `KAFKA_HARNESS_PARALLEL`, else 8 × the machine's cores (16 × on the embedded mock; 2
+    /// to 32). Use 1 for a consumer
     /// that needs the machine to itself: one that is CPU-bound, or whose correctness depends
     /// on timing under load (e.g. a `session.timeout.ms` close to its processing time).
     pub fn parallel(mut self, cases: u32) -> Self {
@@ -302,15 +303,21 @@ impl Harness {
         self
     }
 
-    fn parallelism(&self) -> u32 {
+    fn parallelism(&self, backend: crate::BackendKind) -> u32 {
         self.parallel
             .or_else(|| env_u32("KAFKA_HARNESS_PARALLEL"))
             .unwrap_or_else(|| {
                 // Cases mostly wait on the broker (session timeouts, the controller): measured
                 // on 2 cores, one broker, a correct consumer's cases ran at 210 cases/min 8 at
-                // once, 440 at 16, 606 at 24, 686 at 32, the CPU 35 % busy at 16.
+                // once, 440 at 16, 606 at 24, 686 at 32, the CPU 35 % busy at 16. On the
+                // embedded mock (no broker JVM beside them) 527 at 16 and 689 at 32.
                 let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
-                (8 * cores).clamp(2, 32)
+                let per_core = if backend == crate::BackendKind::Embedded {
+                    16
+                } else {
+                    8
+                };
+                (per_core * cores).clamp(2, 32)
             })
             .max(1)
     }

@@ -158,7 +158,7 @@ impl Harness {
             ..Summary::default()
         };
         log.seed = Some(hex(&seed));
-        let width = self.parallelism() as usize;
+        let width = self.parallelism(cluster.backend()) as usize;
         let run = |s: &Schedule, case_no: u64| self.run_once(&runner, s, case_no);
         // Generation runs ahead of judgement: cases start in a sliding window as others end
         // (see `window`), and are judged in generation order, so which failure is reported does

@@ -70,7 +70,10 @@ impl Harness {
         let mut answered_before = 0u32;
         while redrawn && iters < max_iters && started.elapsed() < max_time {
             let room = max_iters - iters;
-            let fit = |by_itself| speculate::depth(self.parallelism(), tries, by_itself).min(room);
+            let fit = |by_itself| {
+                speculate::depth(self.parallelism(runner.cluster.backend()), tries, by_itself)
+                    .min(room)
+            };
             let mut nodes = speculate::plan(&source, &history, last_failed, fit(alone(&schedule)));
             if nodes.len() > 1
                 && nodes

@@ -138,7 +138,8 @@ impl Harness {
         jobs: Vec<(Schedule, u64)>,
     ) -> Vec<CaseOutcome> {
         let run = |s: &Schedule, case_no: u64| self.run_once(runner, s, case_no);
-        run_all(jobs, self.parallelism() as usize, &run, panicked_case)
+        let width = self.parallelism(runner.cluster.backend()) as usize;
+        run_all(jobs, width, &run, panicked_case)
     }
 }
 
