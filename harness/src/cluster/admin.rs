@@ -59,12 +59,42 @@ pub(crate) fn create_topic_with(
     for (k, v) in configs {
         new = new.set(k, v);
     }
-    let results = block_on(client.create_topics([&new], &options()))?;
-    expect_ok(
-        results,
-        RDKafkaErrorCode::TopicAlreadyExists,
-        "creating topic",
-    )
+    // A cluster that was just whole again after a broker fault (a restarted controller, a
+    // thawed broker) can leave one request unanswered: seen once in 200 cases on 3 brokers
+    // (`Local: Timed out` after 15 s). Creating is idempotent here (an existing topic is
+    // the state wanted), so a timeout is tried again, for as long again.
+    let started = Instant::now();
+    loop {
+        let results = block_on(client.create_topics([&new], &options()))?;
+        let timed_out = match &results {
+            Err(e) => matches!(
+                e.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut)
+            ),
+            Ok(per_topic) => per_topic.iter().any(|r| {
+                matches!(
+                    r,
+                    Err((
+                        _,
+                        RDKafkaErrorCode::RequestTimedOut | RDKafkaErrorCode::NotController
+                    ))
+                )
+            }),
+        };
+        if timed_out && started.elapsed() < 2 * CALL_TIMEOUT {
+            eprintln!(
+                "kafka-harness: creating topic {topic} timed out after {} ms; trying again",
+                started.elapsed().as_millis()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        }
+        return expect_ok(
+            results,
+            RDKafkaErrorCode::TopicAlreadyExists,
+            "creating topic",
+        );
+    }
 }
 
 pub(crate) fn delete_topics(config: &ClientConfig, topics: &[&str]) -> ClusterResult<()> {

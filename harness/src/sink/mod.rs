@@ -7,7 +7,8 @@
 //! | sink | effect | record | `S*` |
 //! |---|---|---|---|
 //! | [`LedgerSink`] | one line appended (one `write(2)`) | the line | — (counts only) |
-//! | [`UpsertSink`] | SQLite upsert on the business key | same transaction | last id per key |
+//! | [`UpsertSink`] | SQLite upsert on the business key, the last write wins | same transaction | last id per key |
+//! | [`VersionedUpsertSink`] | the same, only from a later offset than the row's | same transaction | last id per key |
 //! | [`AppendSink`] | SQLite insert (not idempotent) | same transaction | each input once |
 //! | [`OutputTopicSink`] | record on the output topic, in a Kafka transaction | the topic, read `read_committed` | each input once |
 //! | [`PostgresSink`] | the user's own SQL, by the user's own client | the user's rows, read back by the user's query | each input once, or last per key |
@@ -27,7 +28,7 @@ use serde::{Deserialize, Serialize};
 pub use ledger::LedgerSink;
 pub use output::OutputTopicSink;
 pub use postgres::PostgresSink;
-pub use sqlite::{AppendSink, UpsertSink};
+pub use sqlite::{AppendSink, UpsertSink, VersionedUpsertSink};
 
 use crate::trace::{Incarnation, MessageRef, SinkSemantics, StateRow};
 use crate::worker::Record;

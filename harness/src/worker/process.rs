@@ -39,6 +39,19 @@ impl Launch {
     }
 }
 
+/// The file this process runs, to start a worker from. On Linux `/proc/self/exe`: it opens
+/// the running executable itself, so a `cargo build` that replaces the file while a check runs
+/// (the old one is unlinked: `current_exe()` then names a path that is gone) neither breaks the
+/// check nor mixes two builds in one case.
+fn own_executable() -> Result<std::path::PathBuf> {
+    let proc_exe = std::path::Path::new("/proc/self/exe");
+    if cfg!(target_os = "linux") && proc_exe.exists() {
+        return Ok(proc_exe.to_path_buf());
+    }
+    std::env::current_exe()
+        .map_err(|e| Error::Worker(format!("cannot find the current executable: {e}")))
+}
+
 pub(crate) struct WorkerProcess {
     child: Child,
     pub(crate) started: Instant,
@@ -47,9 +60,7 @@ pub(crate) struct WorkerProcess {
 impl WorkerProcess {
     pub(crate) fn spawn(spec: &WorkerSpec, launch: &Launch) -> Result<WorkerProcess> {
         let spec_path = spec.write()?;
-        let exe = std::env::current_exe()
-            .map_err(|e| Error::Worker(format!("cannot find the current executable: {e}")))?;
-        let mut cmd = Command::new(exe);
+        let mut cmd = Command::new(own_executable()?);
         match launch {
             Launch::Test { test } => {
                 cmd.args([

@@ -398,3 +398,71 @@ fn network_cuts_and_slow_links_are_ridden_out_by_a_correct_consumer() {
     }
     cluster.wait_ready().unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// Found by `catch_rate --correct-cases 200 --broker-faults --network-faults --pauses` on 3
+/// brokers (2026-12-02, case 17 of `exactly_once_transactional`; 3/3 on replay): the worker,
+/// paused past its session timeout with 3 records of a batch polled, is evicted; the second
+/// member the harness starts cannot initialise its transactions while their coordinator is
+/// down and gives up; the woken worker rejoins, gets its partitions back, polls them again
+/// from the committed offsets — and, before the fix, produced its old batch and the records
+/// polled again in its next transactions: their output twice. It now drops what it polled
+/// before a revoke.
+#[test]
+fn a_batch_polled_before_a_rebalance_is_not_produced_again_after_it() {
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    let cluster = three_brokers();
+    let fixture = Fixture::named("exactly_once_transactional").unwrap();
+    let schedule = Schedule {
+        faults: vec![
+            Fault::Broker {
+                target: BrokerTarget::TransactionCoordinator,
+                action: BrokerAction::Down { millis: 2000 },
+                after_effects: 3,
+            },
+            Fault::PauseAt {
+                point: "after-poll".into(),
+                hit: 3,
+                millis: 2500,
+            },
+            Fault::Broker {
+                target: BrokerTarget::Leader { partition: 1 },
+                action: BrokerAction::Restart,
+                after_effects: 4,
+            },
+        ],
+        ..Schedule::new(Workload {
+            messages: 8,
+            partitions: 2,
+            keys: 4,
+        })
+    };
+    let result = fixture
+        .harness()
+        .cluster(cluster.clone())
+        .name("batch_polled_before_a_rebalance")
+        .run_schedule(&schedule, fixture.worker)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let timeline = kafka_harness::report::timeline(&result.trace);
+    // The premise: the worker was paused, a second member was started, and the worker was
+    // revoked and got partitions assigned again after it woke.
+    let t = &result.trace;
+    let woke = t
+        .events
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::Resumed { .. }))
+        .map(|e| e.at_us)
+        .unwrap_or_else(|| panic!("the worker was not paused and woken:\n{timeline}"));
+    assert!(
+        t.events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Started { primary: false, .. })),
+        "no second member was started:\n{timeline}"
+    );
+    assert!(
+        t.events.iter().any(|e| e.inc == 1
+            && e.at_us > woke
+            && matches!(e.kind, EventKind::Rebalanced { .. })),
+        "the woken worker was not rebalanced:\n{timeline}"
+    );
+    assert!(result.verdict.holds(), "{:?}\n{timeline}", result.verdict);
+}

@@ -365,3 +365,59 @@ fn the_schedule_picks_which_partitions_a_rebalance_moves() {
         assert!(result.verdict.holds(), "{:?}\n{timeline}", result.verdict);
     }
 }
+
+/// Found by `catch_rate --correct-cases 200 --pauses` on 3 brokers (2026-12-02): the same
+/// at-least-once code into a last-write-wins upsert (`upsert_zombie_overwrites`, what
+/// `effectively_once` was) and into a versioned one (`effectively_once` now). Stopped for 2.5 s
+/// between poll and write, the worker wakes after the second member wrote the key's later
+/// records, and writes record 0 over them before its next poll tells it the partition moved.
+/// Both tests below see that late write; only the versioned upsert keeps the newer row.
+fn zombie_upsert() -> Schedule {
+    paused_at("before-sink-write", 1, 5, 1, 1)
+}
+
+/// The zombie (incarnation 1) applied a record after the second member applied its last.
+fn zombie_wrote_late(t: &Trace) -> bool {
+    let applied = |e: &&kafka_harness::trace::Event| matches!(e.kind, EventKind::Applied { .. });
+    let last_by_second = t
+        .events
+        .iter()
+        .filter(applied)
+        .filter(|e| e.inc != 1)
+        .map(|e| e.at_us)
+        .max();
+    last_by_second.is_some_and(|last| {
+        t.events
+            .iter()
+            .filter(applied)
+            .any(|e| e.inc == 1 && e.at_us > last)
+    })
+}
+
+#[test]
+fn a_zombies_late_write_undoes_a_newer_row_in_a_last_write_wins_upsert() {
+    let _one = one_at_a_time();
+    let (result, timeline) = run_fixture(
+        "upsert_zombie_overwrites",
+        "a_zombies_late_write_undoes_a_newer_row_in_a_last_write_wins_upsert",
+        &zombie_upsert(),
+    );
+    assert!(zombie_wrote_late(&result.trace), "{timeline}");
+    assert_primary(
+        &result,
+        &timeline,
+        kafka_harness::ViolationKind::StateMismatch,
+    );
+}
+
+#[test]
+fn a_versioned_upsert_keeps_the_newer_row_against_a_zombies_late_write() {
+    let _one = one_at_a_time();
+    let (result, timeline) = run_fixture(
+        "effectively_once",
+        "a_versioned_upsert_keeps_the_newer_row_against_a_zombies_late_write",
+        &zombie_upsert(),
+    );
+    assert!(zombie_wrote_late(&result.trace), "{timeline}");
+    assert!(result.verdict.holds(), "{:?}\n{timeline}", result.verdict);
+}
