@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Which broker a [`Fault::Broker`] hits, looked up from the cluster's metadata when it fires.
+/// Which broker a [`Fault::Broker`](crate::Fault::Broker) hits, looked up from the cluster's metadata when it fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "role")]
 pub enum BrokerTarget {
@@ -44,7 +44,7 @@ impl std::fmt::Display for BrokerTarget {
     }
 }
 
-/// What a [`Fault::Broker`] does to its broker.
+/// What a [`Fault::Broker`](crate::Fault::Broker) does to its broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "do")]
 pub enum BrokerAction {

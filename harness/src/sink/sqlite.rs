@@ -137,79 +137,64 @@ fn read_back(dir: &Path, upsert: bool) -> crate::Result<SinkReadBack> {
     })
 }
 
-/// Idempotent key-value sink: `INSERT … ON CONFLICT(key) DO UPDATE` on the business key —
-/// the "insert with unique key" that turns at-least-once into effectively-once, as long as
-/// no one writes late. The last write wins, so a zombie (a worker paused past its session
-/// timeout, whose partition moved on) that writes an old record after the new owner wrote a
-/// newer one leaves the old value: pauses reveal it. [`VersionedUpsertSink`] keeps the newer.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct UpsertSink;
+/// A `SinkFactory` for one way of writing to the case's SQLite file.
+macro_rules! sqlite_sink {
+    ($(#[$doc:meta])* $name:ident, $label:literal, $semantics:ident, $write:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct $name;
 
-impl SinkFactory for UpsertSink {
-    fn name(&self) -> &str {
-        "sqlite-upsert"
-    }
-    fn semantics(&self) -> SinkSemantics {
-        SinkSemantics::Upsert
-    }
-    fn open(&self, dir: &Path) -> Result<Box<dyn Sink>, SinkError> {
-        Ok(Box::new(Db {
-            conn: open_db(dir).map_err(storage)?,
-            write: Write::Upsert,
-        }))
-    }
-    fn read_back(&self, ctx: &ReadBackContext<'_>) -> crate::Result<SinkReadBack> {
-        read_back(ctx.dir, true)
-    }
+        impl SinkFactory for $name {
+            fn name(&self) -> &str {
+                $label
+            }
+            fn semantics(&self) -> SinkSemantics {
+                SinkSemantics::$semantics
+            }
+            fn open(&self, dir: &Path) -> Result<Box<dyn Sink>, SinkError> {
+                Ok(Box::new(Db {
+                    conn: open_db(dir).map_err(storage)?,
+                    write: Write::$write,
+                }))
+            }
+            fn read_back(&self, ctx: &ReadBackContext<'_>) -> crate::Result<SinkReadBack> {
+                read_back(ctx.dir, Write::$write != Write::Append)
+            }
+        }
+    };
 }
 
-/// [`UpsertSink`] with a version guard: a write lands only if its record's offset is later
-/// than the one the row was written from (`ON CONFLICT(key) DO UPDATE … WHERE
-/// excluded.src_offset > orders.src_offset`), so a zombie's late write of an old record cannot
-/// undo a newer one, and a redelivery cannot move a key's state back. The state it keeps is
-/// the same, the last id per key.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct VersionedUpsertSink;
+sqlite_sink!(
+    /// Idempotent key-value sink: `INSERT … ON CONFLICT(key) DO UPDATE` on the business key —
+    /// the "insert with unique key" that turns at-least-once into effectively-once, as long as
+    /// no one writes late. The last write wins, so a zombie (a worker paused past its session
+    /// timeout, whose partition moved on) that writes an old record after the new owner wrote a
+    /// newer one leaves the old value: pauses reveal it. [`VersionedUpsertSink`] keeps the newer.
+    UpsertSink,
+    "sqlite-upsert",
+    Upsert,
+    Upsert
+);
 
-impl SinkFactory for VersionedUpsertSink {
-    fn name(&self) -> &str {
-        "sqlite-versioned-upsert"
-    }
-    fn semantics(&self) -> SinkSemantics {
-        SinkSemantics::Upsert
-    }
-    fn open(&self, dir: &Path) -> Result<Box<dyn Sink>, SinkError> {
-        Ok(Box::new(Db {
-            conn: open_db(dir).map_err(storage)?,
-            write: Write::VersionedUpsert,
-        }))
-    }
-    fn read_back(&self, ctx: &ReadBackContext<'_>) -> crate::Result<SinkReadBack> {
-        read_back(ctx.dir, true)
-    }
-}
+sqlite_sink!(
+    /// [`UpsertSink`] with a version guard: a write lands only if its record's offset is later
+    /// than the one the row was written from (`ON CONFLICT(key) DO UPDATE … WHERE
+    /// excluded.src_offset > orders.src_offset`), so a zombie's late write of an old record
+    /// cannot undo a newer one, and a redelivery cannot move a key's state back. The state it
+    /// keeps is the same, the last id per key.
+    VersionedUpsertSink,
+    "sqlite-versioned-upsert",
+    Upsert,
+    VersionedUpsert
+);
 
-/// Deliberately non-idempotent sink: a plain `INSERT` per effect, so a redelivery adds a row.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AppendSink;
-
-impl SinkFactory for AppendSink {
-    fn name(&self) -> &str {
-        "sqlite-append"
-    }
-    fn semantics(&self) -> SinkSemantics {
-        SinkSemantics::Append
-    }
-    fn open(&self, dir: &Path) -> Result<Box<dyn Sink>, SinkError> {
-        Ok(Box::new(Db {
-            conn: open_db(dir).map_err(storage)?,
-            write: Write::Append,
-        }))
-    }
-    fn read_back(&self, ctx: &ReadBackContext<'_>) -> crate::Result<SinkReadBack> {
-        read_back(ctx.dir, false)
-    }
-}
+sqlite_sink!(
+    /// Deliberately non-idempotent sink: a plain `INSERT` per effect, so a redelivery adds a row.
+    AppendSink,
+    "sqlite-append",
+    Append,
+    Append
+);
 
 #[cfg(test)]
 mod tests {
