@@ -63,6 +63,10 @@ impl SinkFactory for OutputTopicSink {
         // transaction is open, which holds after every worker is dead and fenced), or 20 s.
         let mut output = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(20);
+        // A client error while a broker that just came back is rejoining the metadata
+        // (`DestroyBroker`, a transport error) is not the end of the read: the next round tries
+        // again. Only one that lasts until the deadline is returned.
+        let mut failing: Option<(&str, rdkafka::error::KafkaError)> = None;
         loop {
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
@@ -82,29 +86,42 @@ impl SinkFactory for OutputTopicSink {
                         })?;
                     output.push(id);
                 }
-                Some(Err(e)) => return Err(Error::kafka("reading the output topic", e)),
+                Some(Err(e)) => failing = Some(("reading the output topic", e)),
                 None => {
                     let mut done = true;
                     let position = consumer
                         .position()
                         .map_err(|e| Error::kafka("output position", e))?;
                     for e in position.elements() {
-                        let (_, high) = consumer
-                            .fetch_watermarks(
-                                ctx.output_topic,
-                                e.partition(),
-                                Duration::from_secs(5),
-                            )
-                            .map_err(|e| Error::kafka("output watermarks", e))?;
-                        let pos = e.offset().to_raw().unwrap_or(0);
-                        // A transaction's commit marker takes the last offset: position may stop one short.
-                        if pos < high - 1 && high > 0 {
-                            done = false;
+                        match consumer.fetch_watermarks(
+                            ctx.output_topic,
+                            e.partition(),
+                            Duration::from_secs(5),
+                        ) {
+                            Ok((_, high)) => {
+                                let pos = e.offset().to_raw().unwrap_or(0);
+                                // A transaction's commit marker takes the last offset: position
+                                // may stop one short.
+                                if pos < high - 1 && high > 0 {
+                                    done = false;
+                                }
+                            }
+                            Err(err) => {
+                                done = false;
+                                failing = Some(("output watermarks", err));
+                            }
                         }
                     }
-                    if done || Instant::now() > deadline {
+                    if done {
                         break;
                     }
+                    if Instant::now() > deadline {
+                        if let Some((during, e)) = failing {
+                            return Err(Error::kafka(during, e));
+                        }
+                        break;
+                    }
+                    failing = None;
                 }
             }
         }
