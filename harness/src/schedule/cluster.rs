@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Which broker a [`Fault::Broker`](crate::Fault::Broker) hits, looked up from the cluster's metadata when it fires.
+/// Which broker a [`Fault::Broker`](crate::Fault::Broker) hits, looked up from the cluster's
+/// metadata when it fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "role")]
 pub enum BrokerTarget {
