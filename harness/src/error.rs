@@ -77,6 +77,12 @@ pub enum Error {
     /// The harness was configured in a way that cannot work.
     #[error("configuration: {0}")]
     Config(String),
+    /// A case was abandoned (its workers killed, its topics deleted) because an earlier case
+    /// of the same check already failed and the machine is needed to shrink that one. Internal
+    /// to a check: a cancelled case runs again if generation goes on, and a check never
+    /// returns this.
+    #[error("case cancelled: an earlier case failed first")]
+    Cancelled,
 }
 
 impl Error {

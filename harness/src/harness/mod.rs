@@ -416,6 +416,7 @@ impl Harness {
             producer: Default::default(),
             payload: self.payload.clone(),
             fail_points: self.fail_points.clone(),
+            cancel: Default::default(),
         }
     }
 

@@ -169,9 +169,23 @@ impl Harness {
             let mut waiting: Option<Drawn> = None;
             let mut started: BTreeMap<u32, (Schedule, TreeSource<Schedule>)> = BTreeMap::new();
             let mut ended: BTreeMap<u32, CaseOutcome> = BTreeMap::new();
+            // Cases cancelled for a shrink, to start again if generation goes on.
+            let mut redo: Vec<u32> = Vec::new();
             let mut case = 0u32;
             loop {
                 loop {
+                    if waiting.is_none() {
+                        if let Some(index) = redo.pop() {
+                            if let Some((schedule, _)) = started.get(&index) {
+                                waiting = Some(Drawn {
+                                    index,
+                                    schedule: schedule.clone(),
+                                    tree: None,
+                                    case_no: next_case(),
+                                });
+                            }
+                        }
+                    }
                     if waiting.is_none() && drawn < config.cases {
                         // The generator as it was before this case: shrinking draws the tree again.
                         let rng = rng_runner.rng().clone();
@@ -181,14 +195,16 @@ impl Harness {
                         waiting = Some(Drawn {
                             index: drawn,
                             schedule: tree.current(),
-                            tree: TreeSource::new(strategy.clone(), rng, config.clone()),
+                            tree: Some(TreeSource::new(strategy.clone(), rng, config.clone())),
                             case_no: next_case(),
                         });
                         drawn += 1;
                     }
                     match waiting.take() {
                         Some(d) if window.has_room_for(&d.schedule) => {
-                            started.insert(d.index, (d.schedule.clone(), d.tree));
+                            if let Some(tree) = d.tree {
+                                started.insert(d.index, (d.schedule.clone(), tree));
+                            }
                             window.start(d.index as usize, d.schedule, d.case_no);
                         }
                         other => {
@@ -230,11 +246,21 @@ impl Harness {
                         continue;
                     }
                     // The first realized failure in generation order wins, unless its minimal
-                    // schedule is timing-dependent. Cases still running end first (their
-                    // results wait their turn): the shrink needs the machine.
+                    // schedule is timing-dependent. The cases still running come later in
+                    // generation order and the shrink needs the machine: they are cancelled
+                    // (killed within ~10 ms, instead of seconds to their end) and run again if
+                    // generation goes on; a case that ended first keeps its result.
+                    runner.cancel_cases(true);
                     while let Some((index, outcome)) = window.next() {
-                        ended.insert(index as u32, outcome);
+                        match outcome {
+                            Err(Error::Cancelled) => redo.push(index as u32),
+                            outcome => {
+                                ended.insert(index as u32, outcome);
+                            }
+                        }
                     }
+                    runner.cancel_cases(false);
+                    redo.sort_unstable_by(|a, b| b.cmp(a));
                     let outcome = self.shrink(
                         &runner,
                         schedule,
@@ -441,7 +467,9 @@ pub(super) fn is_latent(kind: Option<ViolationKind>) -> bool {
 struct Drawn {
     index: u32,
     schedule: Schedule,
-    tree: TreeSource<Schedule>,
+    /// How to draw it again for a shrink; `None` for a cancelled case started again (its
+    /// source is kept from its first start).
+    tree: Option<TreeSource<Schedule>>,
     case_no: u64,
 }
 

@@ -517,6 +517,7 @@ impl Case<'_> {
         let mut woke: Option<Instant> = None;
         let mut primary_done = false;
         loop {
+            self.go_on()?;
             if let Some(exit) = primary.process.try_exit()? {
                 self.ended(&primary, exit);
                 primary_done = true;
@@ -780,6 +781,7 @@ impl Case<'_> {
         let mut state = String::from("unknown");
         let mut described = false;
         while started.elapsed() < REBALANCE_BOUND {
+            self.go_on()?;
             if let Ok(list) = self
                 .probe
                 .fetch_group_list(Some(&self.group), Duration::from_secs(5))
@@ -836,6 +838,7 @@ impl Case<'_> {
         let mut lag = self.lag()?;
         let output = self.output_topic();
         while !lag.iter().all(|(_, l)| *l == 0) {
+            self.go_on()?;
             if started.elapsed() > self.runner.timing.drain || restarts > 3 {
                 self.orchestrator(EventKind::Stuck {
                     lag,
@@ -850,6 +853,7 @@ impl Case<'_> {
             let mut last = (0, self.seen.clone());
             let mut shown_work = false;
             while started.elapsed() <= self.runner.timing.drain {
+                self.go_on()?;
                 if let Some(exit) = w.process.try_exit()? {
                     self.ended(&w, exit);
                     exited = true;

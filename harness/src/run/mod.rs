@@ -88,6 +88,18 @@ pub(crate) struct CaseRunner {
     pub payload: Option<PayloadFn>,
     /// The `fail` crate's fail points workers serve as crash points.
     pub fail_points: Vec<String>,
+    /// Set while the cases in flight are to be abandoned: a search that found a failure
+    /// needs the machine to shrink it, and the later cases' verdicts would be thrown away.
+    /// A case sees it within ~10 ms, kills its workers (SIGKILL, as any crash) and returns
+    /// [`Error::Cancelled`]; its topics are deleted as for any case.
+    pub cancel: std::sync::atomic::AtomicBool,
+}
+
+impl CaseRunner {
+    /// Abandon (`true`) the cases in flight, or run cases normally again (`false`).
+    pub(crate) fn cancel_cases(&self, on: bool) {
+        self.cancel.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A payload generator: message id and key to the bytes the consumer will deserialize.
@@ -268,6 +280,7 @@ impl CaseRunner {
         case.produce()?;
         case.phases.push(phase("produce", t));
         for faults in schedule.incarnations() {
+            case.go_on()?;
             if case.lag()?.iter().all(|(_, l)| *l == 0) {
                 for fault in faults {
                     case.orchestrator(EventKind::FaultSkipped { fault });
@@ -318,6 +331,18 @@ impl CaseRunner {
         case.phases.push(phase("read-back", t));
         trace.phases = std::mem::take(&mut case.phases);
         Ok(trace)
+    }
+}
+
+impl Case<'_> {
+    /// `Err(Cancelled)` once the runner's cases are to be abandoned. The workers in flight
+    /// are killed as their handles drop (see `WorkerProcess`'s `Drop`), a broker or link
+    /// fault is undone by `Case`'s.
+    fn go_on(&self) -> Result<()> {
+        if self.runner.cancel.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Cancelled);
+        }
+        Ok(())
     }
 }
 

@@ -149,3 +149,14 @@ impl WorkerProcess {
         }
     }
 }
+
+impl Drop for WorkerProcess {
+    /// A worker whose handle is dropped while it runs (its case abandoned on an error or
+    /// cancelled) is killed and reaped, not left to outlive its case.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -11,6 +11,36 @@ use kafka_harness_fixtures::{at_least_once, commit_before_process, Fixture};
 /// `KAFKA_HARNESS_REPLAY` is process-wide: tests that run a check hold this lock.
 static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// This process's children that run its own executable (the harness's workers), as
+/// `pid state`; a zombie (`Z`, never reaped) counts.
+fn live_workers() -> Vec<String> {
+    let me = std::process::id().to_string();
+    let exe = std::fs::read_link("/proc/self/exe").unwrap();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().to_string();
+        if !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: comm may hold spaces, the rest follows the last `)`.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        if fields.get(1) != Some(&me.as_str()) {
+            continue;
+        }
+        let ours = std::fs::read_link(entry.path().join("exe")).is_ok_and(|e| e == exe);
+        if ours || fields.first() == Some(&"Z") {
+            out.push(format!("{pid} {}", fields[0]));
+        }
+    }
+    out
+}
+
 /// The browser, or a failure saying how to get one (ci/setup installs it).
 fn chromium() -> PathBuf {
     for name in ["chromium", "chromium-browser", "google-chrome"] {
@@ -57,6 +87,9 @@ fn a_failure_leaves_an_html_page_a_browser_renders_and_a_junit_file() {
     let Outcome::Failed(report) = outcome else {
         panic!("commit_before_process must fail")
     };
+    // The cases in flight when the first failure was judged were cancelled for the shrink:
+    // none of their workers may outlive the check (each is killed and reaped).
+    assert_eq!(live_workers(), Vec::<String>::new(), "workers outlived the check");
     let text = report.to_string();
     let html = report.html.clone().expect("the report names its HTML page");
     assert!(
