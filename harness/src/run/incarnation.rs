@@ -273,6 +273,24 @@ fn retriable(e: &Error) -> bool {
     matches!(e, Error::Kafka { source, .. } if crate::worker::transient(source))
 }
 
+/// `read` until it succeeds, its error is not a transient client error, or
+/// [`COMMITTED_READ_BOUND`] has passed (backing off 50 ms, doubling, up to 1 s): the
+/// orchestrator's reads ride out a broker fault's aftermath.
+pub(super) fn retry_transient<T>(mut read: impl FnMut() -> Result<T>) -> Result<T> {
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match read() {
+            Ok(v) => return Ok(v),
+            Err(e) if retriable(&e) && started.elapsed() < COMMITTED_READ_BOUND => {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl Case<'_> {
     pub(super) fn now(&self) -> u64 {
         crate::trace::monotonic_us().saturating_sub(self.epoch_us)
@@ -309,18 +327,7 @@ impl Case<'_> {
     /// Committed offsets from the broker. The coordinator's retriable errors are retried
     /// within [`COMMITTED_READ_BOUND`]; anything else is an error at once.
     fn committed(&self) -> Result<Vec<(i32, Option<i64>)>> {
-        let started = Instant::now();
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match self.committed_once() {
-                Ok(c) => return Ok(c),
-                Err(e) if retriable(&e) && started.elapsed() < COMMITTED_READ_BOUND => {
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        retry_transient(|| self.committed_once())
     }
 
     fn committed_once(&self) -> Result<Vec<(i32, Option<i64>)>> {
@@ -904,6 +911,33 @@ impl Case<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_orchestrator_read_rides_out_transient_errors_and_stops_at_any_other() {
+        use rdkafka::error::KafkaError;
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let timed_out = || Error::kafka("reading", KafkaError::MetadataFetch(C::OperationTimedOut));
+        let mut calls = 0;
+        let got = retry_transient(|| {
+            calls += 1;
+            if calls < 3 {
+                Err(timed_out())
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(got.unwrap(), 3);
+        let mut calls = 0;
+        let got: Result<()> = retry_transient(|| {
+            calls += 1;
+            Err(Error::kafka(
+                "reading",
+                KafkaError::MetadataFetch(C::UnknownTopicOrPartition),
+            ))
+        });
+        assert!(got.is_err());
+        assert_eq!(calls, 1, "a non-transient error is not tried again");
+    }
 
     #[test]
     fn a_joiner_sorts_before_or_after_every_worker_incarnation_as_the_schedule_says() {

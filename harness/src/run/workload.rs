@@ -168,10 +168,15 @@ impl Case<'_> {
         }
         self.ends = (0..w.partitions)
             .map(|p| {
-                self.probe
-                    .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
-                    .map(|(_, high)| high)
-                    .map_err(|e| Error::kafka("reading high watermarks", e))
+                // Right after a case that restarted a broker the metadata behind this read can
+                // time out once (seen: a 200-case run on 3 brokers ended in a harness error
+                // here); a transient error is tried again, as the committed-offset read does.
+                super::incarnation::retry_transient(|| {
+                    self.probe
+                        .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
+                        .map(|(_, high)| high)
+                        .map_err(|e| Error::kafka("reading high watermarks", e))
+                })
             })
             .collect::<Result<_>>()?;
         Ok(())

@@ -89,7 +89,11 @@ fn a_failure_leaves_an_html_page_a_browser_renders_and_a_junit_file() {
     };
     // The cases in flight when the first failure was judged were cancelled for the shrink:
     // none of their workers may outlive the check (each is killed and reaped).
-    assert_eq!(live_workers(), Vec::<String>::new(), "workers outlived the check");
+    assert_eq!(
+        live_workers(),
+        Vec::<String>::new(),
+        "workers outlived the check"
+    );
     let text = report.to_string();
     let html = report.html.clone().expect("the report names its HTML page");
     assert!(
