@@ -185,6 +185,12 @@ def run(job, lane_name, logs, results):
     status = "ok" if rc == 0 else f"FAILED (exit {rc})"
     say(f"    [{lane_name}] {job.key}: {status} in {secs:.0f} s; {' | '.join(summary) or 'no libtest summary'}")
     if rc != 0:
+        # Why it failed, first: a viewer that shows only the head of a long output still sees
+        # each panic's message (the lines from "panicked at" to the next blank line).
+        for i, l in enumerate(text):
+            if " panicked at " in l:
+                end = next((j for j in range(i + 1, len(text)) if not text[j].strip()), len(text))
+                say(f"    [{lane_name}] {job.key}: " + " / ".join(text[i:min(end, i + 8)]))
         start = next((i for i, l in enumerate(text) if l == "failures:"), max(0, len(text) - 200))
         say(f"---- {job.key}: output from line {start + 1} of {log} ----")
         say("\n".join(text[start:]))

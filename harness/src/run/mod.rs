@@ -14,6 +14,7 @@ mod broker;
 mod cleanup;
 mod incarnation;
 mod network;
+mod retry;
 mod workload;
 
 pub(crate) use cleanup::Cleanup;

@@ -171,7 +171,7 @@ impl Case<'_> {
                 // Right after a case that restarted a broker the metadata behind this read can
                 // time out once (seen: a 200-case run on 3 brokers ended in a harness error
                 // here); a transient error is tried again, as the committed-offset read does.
-                super::incarnation::retry_transient(|| {
+                super::retry::retry_transient(|| {
                     self.probe
                         .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
                         .map(|(_, high)| high)
