@@ -9,7 +9,10 @@ cut in halves by test name — wait in one queue, longest first, and each of `--
 runners (default 3; env KAFKA_HARNESS_CI_LANES) takes the next one when it is free (longest
 processing time first: the lanes end close together without a hand-balanced table).
 
-Input: the JSON lines of `cargo test --workspace --no-run --message-format=json` on stdin.
+Input: the JSON lines of `cargo test --workspace --no-run --message-format=json` on stdin, read
+while cargo writes them: a binary's jobs are queued as soon as cargo says it is built, so the
+first suites (and their brokers' start) run beside the rest of the build; cargo's
+`build-finished` message with `success: false` stops the queue.
 Each binary runs as `cargo test` would run it (working directory and CARGO_MANIFEST_DIR = its
 package's directory, CARGO_PKG_NAME its package), its output in target/ci-logs/<job>.log; a
 failing job's output from libtest's `failures:` section on (or its last 200 lines) is printed.
@@ -97,23 +100,65 @@ def package_name(package_id):
     return package_id.split()[0]
 
 
-def binaries(lines):
-    """(package:target) -> (executable, package dir, package) for every test binary cargo built."""
-    out = {}
-    for line in lines:
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        m = json.loads(line)
-        if m.get("reason") != "compiler-artifact" or not m.get("executable"):
-            continue
-        if not m.get("profile", {}).get("test"):
-            continue
-        target = m["target"]
-        name = package_name(m["package_id"])
-        kind = "lib" if "lib" in target["kind"] else target["name"]
-        out[f"{name}:{kind}"] = (m["executable"], os.path.dirname(m["manifest_path"]), name)
-    return out
+def binary(line):
+    """(package:target, (executable, package dir, package)) when `line` is cargo's message for a
+    test binary it built; None for any other line."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    m = json.loads(line)
+    if m.get("reason") != "compiler-artifact" or not m.get("executable"):
+        return None
+    if not m.get("profile", {}).get("test"):
+        return None
+    target = m["target"]
+    name = package_name(m["package_id"])
+    kind = "lib" if "lib" in target["kind"] else target["name"]
+    return f"{name}:{kind}", (m["executable"], os.path.dirname(m["manifest_path"]), name)
+
+
+def build_failed(line):
+    """Whether `line` is cargo's last message for a build that failed."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return False
+    m = json.loads(line)
+    return m.get("reason") == "build-finished" and m.get("success") is False
+
+
+class Queue:
+    """The jobs not started yet, longest first, filled while cargo still builds: a runner takes
+    the longest job whose binary exists, and waits while the build may bring more."""
+
+    def __init__(self):
+        self.jobs, self.done, self.failed = [], False, False
+        self.cond = threading.Condition(LOCK)
+
+    def add(self, jobs):
+        with self.cond:
+            self.jobs += jobs
+            # Longest first; a tie keeps the order the jobs came in.
+            self.jobs.sort(key=lambda j: -j.weight)
+            self.cond.notify_all()
+
+    def close(self, failed=False):
+        with self.cond:
+            self.done, self.failed = True, self.failed or failed
+            if failed:
+                self.jobs.clear()
+            self.cond.notify_all()
+
+    def take(self, wait=True):
+        """The next job; None when there is none and none can come (or, with `wait` false,
+        none right now)."""
+        with self.cond:
+            while not self.jobs and not self.done and wait:
+                self.cond.wait()
+            return self.jobs.pop(0) if self.jobs else None
+
+    def finished(self):
+        with self.cond:
+            return self.done and not self.jobs
 
 
 def environment(cwd, package, env_extra, target):
@@ -199,22 +244,25 @@ def run(job, lane_name, logs, results):
 
 
 def lane(name, queue, logs, results, samples=None):
-    """Take jobs from the queue until it is empty. With `samples` (a spare runner), take one
-    only when the latest CPU sample is under SPARE_BELOW % busy."""
+    """Take jobs from the queue until it is empty and the build is over. With `samples` (a
+    spare runner), take one only when the latest CPU sample is under SPARE_BELOW % busy."""
     t = time.time()
     ran = []
     while True:
         if samples is not None:
+            if queue.finished():
+                break
             with LOCK:
                 latest = samples[-1] if samples else None
-                left = bool(queue)
-            if not left:
-                break
             if latest is None or latest[0] - latest[1] >= SPARE_BELOW:
                 time.sleep(5)
                 continue
-        with LOCK:
-            job = queue.pop(0) if queue else None
+            job = queue.take(wait=False)
+            if job is None:
+                time.sleep(5)
+                continue
+        else:
+            job = queue.take()
         if job is None:
             break
         ran.append(job.key)
@@ -270,24 +318,53 @@ def main():
             print(f"ci/lanes.py: unknown argument {args[0]!r} (use --lanes N, --spare N, --only KEY,KEY)",
                   file=sys.stderr)
             return 2
-    found = binaries(sys.stdin)
-    if not found:
-        print("ci/lanes.py: no test binaries in cargo's output", file=sys.stderr)
-        return 1
-    keys = sorted(found) + sorted(EXTRA)
-    if only is not None:
-        keys = [k for k in keys if k in only]
-    queue = []
-    for key in keys:
-        base = EXTRA[key][0] if key in EXTRA else key
-        if base not in found:
-            say(f"    {key}: no such test binary was built")
-            return 1
-        queue += jobs_for(key, found, target)
-    # Longest first; a tie keeps the sorted key order (the same queue every run).
-    queue.sort(key=lambda j: -j.weight)
-    say(f"==> {len(queue)} jobs on {lanes} runners (and {spare} spare while the CPU is under "
-        f"{SPARE_BELOW} % busy), longest first: {', '.join(j.key for j in queue)}")
+    queue = Queue()
+    found = {}
+    problems = []
+    t0 = time.time()
+
+    def read_cargo():
+        """Queue each test binary's jobs as cargo's message for it arrives (the build goes on
+        beside the first jobs: their brokers wait, the compiler uses the CPU they leave)."""
+        failed = False
+        try:
+            for line in sys.stdin:
+                if build_failed(line):
+                    failed = True
+                    continue
+                got = binary(line)
+                if got is None:
+                    continue
+                key, built = got
+                found[key] = built
+                keys = [key] + sorted(k for k, v in EXTRA.items() if v[0] == key)
+                jobs = []
+                for k in keys:
+                    if only is None or k in only:
+                        jobs += jobs_for(k, found, target)
+                if jobs:
+                    say(f"    queued after {time.time() - t0:.0f} s: "
+                        f"{', '.join(j.key for j in jobs)}")
+                    queue.add(jobs)
+        except Exception as e:  # a broken listing or message: no job may be left out silently
+            problems.append(f"reading cargo's output: {e}")
+            failed = True
+        wanted = set(only) if only is not None else set(EXTRA)
+        for k in sorted(wanted):
+            base = EXTRA[k][0] if k in EXTRA else k
+            if base not in found:
+                problems.append(f"{k}: no such test binary was built")
+        if not found:
+            problems.append("no test binaries in cargo's output")
+        if failed:
+            problems.append("the build failed: no more jobs are started")
+        say(f"    the build is over after {time.time() - t0:.0f} s ({len(found)} test binaries)")
+        queue.close(failed=failed)
+
+    say(f"==> jobs on {lanes} runners (and {spare} spare while the CPU is under {SPARE_BELOW} % "
+        "busy), each as soon as cargo has built its binary, the longest of those first")
+    reader = threading.Thread(target=read_cargo)
+    reader.start()
     results = []
     stop, samples = threading.Event(), []
     sampler = threading.Thread(target=sample_cpu, args=(os.path.join(logs, "cpu.log"), stop, samples))
@@ -305,6 +382,7 @@ def main():
         th.start()
     for th in threads:
         th.join()
+    reader.join()
     stop.set()
     sampler.join()
     if samples:
@@ -316,10 +394,11 @@ def main():
     failed = [k for k, rc, _ in results if rc != 0]
     for key, rc, secs in sorted(results, key=lambda r: -r[2]):
         say(f"    {secs:7.1f} s  {'ok    ' if rc == 0 else 'FAILED'}  {key}")
+    for p in problems:
+        say(f"ci/lanes.py: {p}")
     if failed:
         say(f"ci/lanes.py: failed: {', '.join(failed)}")
-        return 1
-    return 0
+    return 1 if failed or problems else 0
 
 
 if __name__ == "__main__":
