@@ -130,9 +130,26 @@ class Queue:
     """The jobs not started yet, longest first, filled while cargo still builds: a runner takes
     the longest job whose binary exists, and waits while the build may bring more."""
 
-    def __init__(self):
+    def __init__(self, expected):
         self.jobs, self.done, self.failed = [], False, False
+        # Weight of each job expected from a binary not built yet (the WEIGHT table): a
+        # runner does not start a job while a longer one is still being built (the build's
+        # binaries come within ≈40 s of each other; longest first is what ends the runners
+        # together).
+        self.expected = dict(expected)
         self.cond = threading.Condition(LOCK)
+
+    def built(self, keys):
+        with self.cond:
+            for k in keys:
+                self.expected.pop(k, None)
+            self.cond.notify_all()
+
+    def _ready(self):
+        if not self.jobs:
+            return False
+        longest_coming = max(self.expected.values(), default=0)
+        return self.done or self.jobs[0].weight >= longest_coming
 
     def add(self, jobs):
         with self.cond:
@@ -144,6 +161,7 @@ class Queue:
     def close(self, failed=False):
         with self.cond:
             self.done, self.failed = True, self.failed or failed
+            self.expected.clear()
             if failed:
                 self.jobs.clear()
             self.cond.notify_all()
@@ -152,9 +170,9 @@ class Queue:
         """The next job; None when there is none and none can come (or, with `wait` false,
         none right now)."""
         with self.cond:
-            while not self.jobs and not self.done and wait:
+            while not self._ready() and not (self.done and not self.jobs) and wait:
                 self.cond.wait()
-            return self.jobs.pop(0) if self.jobs else None
+            return self.jobs.pop(0) if self._ready() else None
 
     def finished(self):
         with self.cond:
@@ -318,7 +336,15 @@ def main():
             print(f"ci/lanes.py: unknown argument {args[0]!r} (use --lanes N, --spare N, --only KEY,KEY)",
                   file=sys.stderr)
             return 2
-    queue = Queue()
+    # The jobs the WEIGHT table expects, by binary key (a split binary's parts, and the extra
+    # runs of a binary, come with it).
+    expected = {}
+    for key, weight in WEIGHT.items():
+        if only is not None and key not in only:
+            continue
+        base = EXTRA[key][0] if key in EXTRA else key
+        expected[base] = max(expected.get(base, 0), weight / SPLIT.get(key, 1))
+    queue = Queue(expected)
     found = {}
     problems = []
     t0 = time.time()
@@ -346,6 +372,7 @@ def main():
                     say(f"    queued after {time.time() - t0:.0f} s: "
                         f"{', '.join(j.key for j in jobs)}")
                     queue.add(jobs)
+                queue.built([key])
         except Exception as e:  # a broken listing or message: no job may be left out silently
             problems.append(f"reading cargo's output: {e}")
             failed = True
