@@ -100,13 +100,15 @@ def package_name(package_id):
     return package_id.split()[0]
 
 
-def binary(line):
-    """(package:target, (executable, package dir, package)) when `line` is cargo's message for a
-    test binary it built; None for any other line."""
+def message(line):
+    """One of cargo's JSON messages, or None for a line that is not one."""
     line = line.strip()
-    if not line.startswith("{"):
-        return None
-    m = json.loads(line)
+    return json.loads(line) if line.startswith("{") else None
+
+
+def binary(m):
+    """(package:target, (executable, package dir, package)) when `m` is cargo's message for a
+    test binary it built; None for any other message."""
     if m.get("reason") != "compiler-artifact" or not m.get("executable"):
         return None
     if not m.get("profile", {}).get("test"):
@@ -117,21 +119,12 @@ def binary(line):
     return f"{name}:{kind}", (m["executable"], os.path.dirname(m["manifest_path"]), name)
 
 
-def build_failed(line):
-    """Whether `line` is cargo's last message for a build that failed."""
-    line = line.strip()
-    if not line.startswith("{"):
-        return False
-    m = json.loads(line)
-    return m.get("reason") == "build-finished" and m.get("success") is False
-
-
 class Queue:
     """The jobs not started yet, longest first, filled while cargo still builds: a runner takes
     the longest job whose binary exists, and waits while the build may bring more."""
 
     def __init__(self, expected):
-        self.jobs, self.done, self.failed = [], False, False
+        self.jobs, self.done = [], False
         # Weight of each job expected from a binary not built yet (the WEIGHT table): a
         # runner does not start a job while a longer one is still being built (the build's
         # binaries come within ≈40 s of each other; longest first is what ends the runners
@@ -160,7 +153,7 @@ class Queue:
 
     def close(self, failed=False):
         with self.cond:
-            self.done, self.failed = True, self.failed or failed
+            self.done = True
             self.expected.clear()
             if failed:
                 self.jobs.clear()
@@ -355,10 +348,13 @@ def main():
         failed = False
         try:
             for line in sys.stdin:
-                if build_failed(line):
+                m = message(line)
+                if m is None:
+                    continue
+                if m.get("reason") == "build-finished" and m.get("success") is False:
                     failed = True
                     continue
-                got = binary(line)
+                got = binary(m)
                 if got is None:
                     continue
                 key, built = got
